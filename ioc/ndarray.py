@@ -1,0 +1,192 @@
+"""The frame that travels down the data path: an NDArray and its NDAttributes.
+
+Pure data, no EPICS and no h5py, so that sources, the plugin state machine and
+the file writer can all share it (and it can cross a process boundary).
+Mirrors ADCore's ``NDArray`` / ``NDAttribute`` (``ADApp/ADSrc/NDAttribute.h``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class NDDataType(enum.IntEnum):
+    """ADCore NDDataType_t; the values are the DataType PV's enum indices."""
+
+    Int8 = 0
+    UInt8 = 1
+    Int16 = 2
+    UInt16 = 3
+    Int32 = 4
+    UInt32 = 5
+    Int64 = 6
+    UInt64 = 7
+    Float32 = 8
+    Float64 = 9
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype(_NUMPY_OF[self]).newbyteorder("<")
+
+    @classmethod
+    def from_numpy(cls, dtype: np.dtype) -> NDDataType:
+        kind = np.dtype(dtype).newbyteorder("=").str[1:]
+        for member, name in _NUMPY_OF.items():
+            if np.dtype(name).str[1:] == kind:
+                return member
+        raise ValueError(f"no NDDataType for numpy dtype {dtype}")
+
+
+_NUMPY_OF = {
+    NDDataType.Int8: "i1",
+    NDDataType.UInt8: "u1",
+    NDDataType.Int16: "i2",
+    NDDataType.UInt16: "u2",
+    NDDataType.Int32: "i4",
+    NDDataType.UInt32: "u4",
+    NDDataType.Int64: "i8",
+    NDDataType.UInt64: "u8",
+    NDDataType.Float32: "f4",
+    NDDataType.Float64: "f8",
+}
+
+
+class NDAttrType(enum.IntEnum):
+    """ADCore NDAttrDataType_t: the numeric types, then String and Undefined."""
+
+    Int8 = 0
+    UInt8 = 1
+    Int16 = 2
+    UInt16 = 3
+    Int32 = 4
+    UInt32 = 5
+    Int64 = 6
+    UInt64 = 7
+    Float32 = 8
+    Float64 = 9
+    String = 10
+    Undefined = 11
+
+    @property
+    def numpy(self) -> np.dtype | None:
+        """Little-endian numpy dtype of a numeric type; None for String/Undefined."""
+        if self >= NDAttrType.String:
+            return None
+        return NDDataType(int(self)).numpy
+
+
+class NDAttrSource(enum.Enum):
+    """Where an NDAttribute came from; the value is ADCore's NDAttrSourceType text."""
+
+    DRIVER = "NDAttrSourceDriver"
+    PARAM = "NDAttrSourceParam"
+    EPICS_PV = "NDAttrSourceEPICSPV"
+    FUNCT = "NDAttrSourceFunct"
+    CONST = "NDAttrSourceConst"
+
+
+# NDAttribute string values are stored as fixed 256-byte C strings (ADCore's
+# MAX_ATTRIBUTE_STRING_SIZE); longer values are truncated, keeping the NUL.
+ATTRIBUTE_STRING_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class NDAttribute:
+    """One named value attached to a frame."""
+
+    name: str
+    value: int | float | str | None
+    dtype: NDAttrType
+    description: str = ""
+    source: str = ""
+    source_type: NDAttrSource = NDAttrSource.DRIVER
+
+    @property
+    def defined(self) -> bool:
+        return self.dtype is not NDAttrType.Undefined and self.value is not None
+
+
+@dataclass(slots=True)
+class NDArray:
+    """One detector frame.
+
+    ``data`` has the numpy (C-order) shape, i.e. the *reverse* of the NDArray
+    dimension order: NDArray dim 0 (fastest, X for a mono image) is the last
+    numpy axis.  ``offset``, ``binning`` and ``reverse`` are per NDArray
+    dimension, in NDArray order, as ADCore stores them in the file.
+    """
+
+    data: np.ndarray
+    unique_id: int
+    timestamp: float = 0.0
+    epics_ts_sec: int = 0
+    epics_ts_nsec: int = 0
+    attributes: Mapping[str, NDAttribute] = field(default_factory=dict)
+    offset: tuple[int, ...] | None = None
+    binning: tuple[int, ...] | None = None
+    reverse: tuple[int, ...] | None = None
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """NDArray dimensions, fastest first (ADCore's ``dims[i].size``)."""
+        return tuple(reversed(self.data.shape))
+
+    @property
+    def data_type(self) -> NDDataType:
+        return NDDataType.from_numpy(self.data.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def dim_offsets(self) -> tuple[int, ...]:
+        return self.offset or (0,) * self.data.ndim
+
+    def dim_binnings(self) -> tuple[int, ...]:
+        return self.binning or (1,) * self.data.ndim
+
+    def dim_reverses(self) -> tuple[int, ...]:
+        return self.reverse or (0,) * self.data.ndim
+
+
+BUILTIN_DESCRIPTIONS = {
+    "NDArrayUniqueId": "The unique ID of the NDArray",
+    "NDArrayTimeStamp": "The timestamp of the NDArray as float64",
+    "NDArrayEpicsTSSec": "The NDArray EPICS timestamp seconds past epoch",
+    "NDArrayEpicsTSnSec": "The NDArray EPICS timestamp nanoseconds",
+}
+BUILTIN_NAMES = tuple(BUILTIN_DESCRIPTIONS)
+
+
+def builtin_attributes(frame: NDArray) -> list[NDAttribute]:
+    """The four values NDFileHDF5 adds to every frame (``addDefaultAttributes``)."""
+    d = BUILTIN_DESCRIPTIONS
+    return [
+        NDAttribute("NDArrayUniqueId", int(frame.unique_id), NDAttrType.Int32,
+                    d["NDArrayUniqueId"], "Driver"),
+        NDAttribute("NDArrayTimeStamp", float(frame.timestamp), NDAttrType.Float64,
+                    d["NDArrayTimeStamp"], "Driver"),
+        NDAttribute("NDArrayEpicsTSSec", int(frame.epics_ts_sec), NDAttrType.UInt32,
+                    d["NDArrayEpicsTSSec"], "Driver"),
+        NDAttribute("NDArrayEpicsTSnSec", int(frame.epics_ts_nsec), NDAttrType.UInt32,
+                    d["NDArrayEpicsTSnSec"], "Driver"),
+    ]
+
+
+def file_attribute_list(frame: NDArray) -> dict[str, NDAttribute]:
+    """The attribute list NDFileHDF5 writes for a frame (reference §3.3).
+
+    Built-ins first, then the frame's own attributes; on a name clash the
+    frame's value wins, as ADCore's ``copy`` into the plugin list does.
+    """
+    merged = {a.name: a for a in builtin_attributes(frame)}
+    merged.update(frame.attributes)
+    return merged
+
+
+def attribute_dict(attrs: Iterable[NDAttribute]) -> dict[str, NDAttribute]:
+    return {a.name: a for a in attrs}

@@ -1,0 +1,566 @@
+"""Layout model + frames -> a NeXus HDF5 file.  h5py, no EPICS.
+
+``NexusWriter(path, layout, first_frame, options)`` opens a file and builds
+the tree the layout describes, the way ADCore's NDFileHDF5 does at open
+(reference §2.4-2.9, §3.2-3.4); ``write(frame)`` appends one frame;
+``close()`` writes the OnFileClose values, the performance dataset and
+closes.  Single mode (``multi_frame=False``) gives one image per file with no
+frame axis.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .layout import Attribute, Dataset, Group, Layout, Placement, When, parse_constant
+from .ndarray import (
+    ATTRIBUTE_STRING_SIZE,
+    NDArray,
+    NDAttribute,
+    NDAttrType,
+    file_attribute_list,
+)
+
+__all__ = [
+    "BLOSC_COMPRESSORS", "BLOSC_SHUFFLES", "COMPRESSION_LABELS", "Compression",
+    "CompressionUnavailable", "FrameMismatch", "NexusWriter", "WriterError", "WriterOptions",
+    "available_compressions", "effective_chunks", "write_single",
+]
+
+
+class Compression(enum.IntEnum):
+    """The Compression PV's values, in ADCore's order."""
+
+    NONE = 0
+    NBIT = 1
+    SZIP = 2
+    ZLIB = 3
+    BLOSC = 4
+    BSLZ4 = 5
+    LZ4 = 6
+    JPEG = 7
+
+
+COMPRESSION_LABELS = ("None", "N-bit", "szip", "zlib", "Blosc", "BSLZ4", "LZ4", "JPEG")
+BLOSC_COMPRESSORS = ("BloscLZ", "LZ4", "LZ4HC", "SNAPPY", "ZLIB", "ZSTD")
+BLOSC_SHUFFLES = ("None", "Byte", "Bit")
+
+
+class WriterError(RuntimeError):
+    """The file could not be opened, written or closed as asked."""
+
+
+class CompressionUnavailable(WriterError):
+    pass
+
+
+class FrameMismatch(WriterError):
+    """A frame whose shape or type differs from the frame the file was opened with."""
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """What the NDFileHDF5 PVs say about the file to write."""
+
+    multi_frame: bool = False  # False: Single mode, no frame axis
+    num_capture: int = 1  # frame-axis maxshape; 0 = unlimited
+    store_attributes: bool = True  # StoreAttr
+    store_performance: bool = True  # StorePerform
+    compression: Compression = Compression.NONE
+    zlevel: int = 6
+    szip_pixels: int = 16
+    blosc_compressor: int = 0  # index into BLOSC_COMPRESSORS
+    blosc_shuffle: int = 1  # index into BLOSC_SHUFFLES
+    blosc_level: int = 5
+    chunk_size_auto: bool = True
+    chunks: tuple[int, ...] = ()  # per NDArray dim: NumColChunks, NumRowChunks, ChunkSize2..
+    frames_chunks: int = 1  # NumFramesChunks
+    fill_value: float = 0.0
+    ndattribute_chunk: int = 0  # NDAttributeChunk; 0 = automatic
+    swmr: bool = False
+    flush_every: int = 0  # NumFramesFlush (SWMR)
+    hostname: str = socket.gethostname()
+    creator: str = f"nexus-writer-ioc {__version__}"
+
+
+# -- compression -------------------------------------------------------------
+
+def _szip_encodes() -> bool:
+    try:
+        info = h5py.h5z.get_filter_info(h5py.h5z.FILTER_SZIP)
+    except Exception:  # noqa: BLE001 - filter not compiled in at all
+        return False
+    return bool(info & h5py.h5z.FILTER_CONFIG_ENCODE_ENABLED)
+
+
+def available_compressions() -> set[Compression]:
+    available = {Compression.NONE, Compression.ZLIB}
+    if _szip_encodes():
+        available.add(Compression.SZIP)
+    try:
+        import hdf5plugin  # noqa: F401  (registers Blosc, Bitshuffle, LZ4 with HDF5)
+
+        available |= {Compression.BLOSC, Compression.BSLZ4, Compression.LZ4}
+    except ImportError:
+        pass
+    return available
+
+
+def compression_kwargs(options: WriterOptions, dtype: np.dtype) -> dict:
+    """h5py ``create_dataset`` keywords for the Compression PVs, or raise."""
+    kind = Compression(options.compression)
+    if kind not in available_compressions():
+        raise CompressionUnavailable(
+            f"Compression {COMPRESSION_LABELS[kind]} is not available in this writer "
+            f"(available: {', '.join(COMPRESSION_LABELS[c] for c in sorted(available_compressions()))})"
+        )
+    if kind is Compression.NONE:
+        return {}
+    if kind is Compression.ZLIB:
+        return {"compression": "gzip", "compression_opts": int(min(max(options.zlevel, 0), 9))}
+    if kind is Compression.SZIP:
+        pixels = int(options.szip_pixels) if options.szip_pixels % 2 == 0 else 16
+        return {"compression": "szip", "compression_opts": ("nn", min(max(pixels, 2), 32))}
+    import hdf5plugin
+
+    if kind is Compression.LZ4:
+        return dict(hdf5plugin.LZ4())
+    if kind is Compression.BSLZ4:
+        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+    cname = BLOSC_COMPRESSORS[options.blosc_compressor].lower()
+    shuffle = (hdf5plugin.Blosc.NOSHUFFLE, hdf5plugin.Blosc.SHUFFLE,
+               hdf5plugin.Blosc.BITSHUFFLE)[options.blosc_shuffle]
+    return dict(hdf5plugin.Blosc(cname=cname, clevel=int(min(max(options.blosc_level, 0), 9)),
+                                 shuffle=shuffle))
+
+
+def effective_chunks(dims: tuple[int, ...], options: WriterOptions) -> tuple[int, ...]:
+    """Chunk size per NDArray dim (fastest first), as ADCore computes it at open:
+    the user's value clipped to the dim, or the whole dim when ChunkSizeAuto is
+    on or the value is < 1."""
+    result = []
+    for i, size in enumerate(dims):
+        want = options.chunks[i] if i < len(options.chunks) else 0
+        if options.chunk_size_auto or want < 1:
+            result.append(size)
+        else:
+            result.append(min(want, size))
+    return tuple(result)
+
+
+# -- low-level helpers: fixed-length NUL-terminated strings, as ADCore writes them --
+
+def _c_string_type(size: int) -> h5py.h5t.TypeStringID:
+    tid = h5py.h5t.C_S1.copy()
+    tid.set_size(max(size, 1))
+    tid.set_strpad(h5py.h5t.STR_NULLTERM)
+    return tid
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", errors="replace")
+
+
+def set_string_attribute(obj: h5py.HLObject, name: str, text: str) -> None:
+    """Scalar fixed-length NUL-terminated string sized to the text (ADCore style)."""
+    data = _encode(text)
+    if name in obj.attrs:
+        del obj.attrs[name]
+    tid = _c_string_type(len(data))
+    attr = h5py.h5a.create(obj.id, _encode(name), tid, h5py.h5s.create(h5py.h5s.SCALAR))
+    # Memory type = file type: HDF5 copies the bytes as ADCore's H5Awrite does (a
+    # NULLPAD->NULLTERM conversion would drop the last character to fit a NUL).
+    attr.write(np.array(data, dtype=f"S{max(len(data), 1)}"), mtype=tid)
+
+
+def set_value_attribute(obj: h5py.HLObject, name: str, value) -> None:
+    if isinstance(value, str):
+        set_string_attribute(obj, name, value)
+        return
+    if name in obj.attrs:
+        del obj.attrs[name]
+    obj.attrs.create(name, value)
+
+
+def _constant_value(item: Attribute | Dataset):
+    value = parse_constant(item.value, item.type)
+    if item.type == "int":
+        return np.asarray(value, dtype="<i4")
+    if item.type == "float":
+        return np.asarray(value, dtype="<f8")
+    return value
+
+
+def _ndattr_value(attribute: NDAttribute):
+    """Native numpy scalar of an NDAttribute (strings stay str)."""
+    if attribute.dtype is NDAttrType.String:
+        return str(attribute.value)
+    return np.asarray(attribute.value).astype(attribute.dtype.numpy)[()]
+
+
+def _join(group: str, name: str) -> str:
+    return f"/{name}" if group == "/" else f"{group}/{name}"
+
+
+# -- NDAttribute datasets ----------------------------------------------------
+
+class _AttributeDataset:
+    """One growing 1-D dataset fed by an NDAttribute (NDFileHDF5AttributeDataset)."""
+
+    def __init__(self, group: h5py.Group, placement: Placement, attribute: NDAttribute,
+                 chunk: int):
+        self.name = attribute.name
+        self.when = placement.when
+        self.dtype = attribute.dtype
+        self.count = 0
+        if attribute.dtype is NDAttrType.Undefined:
+            # ADCore: undefined type -> float32 filled with NaN, never written.
+            self.ds = group.create_dataset(placement.name, shape=(1,), maxshape=(None,),
+                                           chunks=(chunk,), dtype="<f4", fillvalue=np.nan)
+        elif attribute.dtype is NDAttrType.String:
+            tid = _c_string_type(ATTRIBUTE_STRING_SIZE)
+            space = h5py.h5s.create_simple((0,), (h5py.h5s.UNLIMITED,))
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_chunk((chunk,))
+            dsid = h5py.h5d.create(group.id, _encode(placement.name), tid, space, dcpl=dcpl)
+            self.ds = h5py.Dataset(dsid)
+        else:
+            self.ds = group.create_dataset(placement.name, shape=(0,), maxshape=(None,),
+                                           chunks=(chunk,), dtype=attribute.dtype.numpy)
+        for key, text in (("NDAttrName", attribute.name),
+                          ("NDAttrDescription", attribute.description),
+                          ("NDAttrSourceType", attribute.source_type.value),
+                          ("NDAttrSource", attribute.source)):
+            if text:
+                set_string_attribute(self.ds, key, text)
+        if placement.dataset is not None:
+            self.layout_attributes = placement.dataset.attributes
+        else:
+            self.layout_attributes = ()
+
+    def append(self, attribute: NDAttribute) -> None:
+        if self.dtype is NDAttrType.Undefined or not attribute.defined:
+            return
+        if self.dtype is NDAttrType.String:
+            value = np.array(_encode(str(attribute.value))[: ATTRIBUTE_STRING_SIZE - 1],
+                             dtype=f"S{ATTRIBUTE_STRING_SIZE}")
+        else:
+            try:
+                value = np.asarray(attribute.value).astype(self.dtype.numpy)
+            except (TypeError, ValueError):
+                return  # a value of another type than at open: skipped for this frame
+        self.ds.resize((self.count + 1,))
+        self.ds[self.count] = value
+        self.count += 1
+
+
+# -- the writer --------------------------------------------------------------
+
+class NexusWriter:
+    """One open NeXus file."""
+
+    def __init__(self, path: str | os.PathLike, layout: Layout, first: NDArray,
+                 options: WriterOptions | None = None, *, file_name: str | None = None):
+        self.path = Path(path)
+        self.layout = layout
+        self.options = options or WriterOptions()
+        self.warnings: list[str] = []
+        self.frames_written = 0
+        self._frame_shape = first.data.shape
+        self._frame_dtype = first.data.dtype.newbyteorder("<") if first.data.dtype.byteorder == ">" \
+            else first.data.dtype
+        self._frame_bytes = first.nbytes
+        self._t_open = time.perf_counter()
+        self._t_last = self._t_open
+        self._perf_rows: list[tuple[float, float, float, float, float]] = []
+        self._closed = False
+        default_detector = layout.default_detector()  # raises LayoutError when none
+        self._compression = compression_kwargs(self.options, self._frame_dtype)
+        try:
+            libver = "latest" if self.options.swmr else None
+            self.file = h5py.File(self.path, "w", libver=libver)
+        except OSError as exc:
+            raise WriterError(f"cannot create {self.path}: {exc}") from exc
+        try:
+            self._open_attrs = file_attribute_list(first)
+            self._last_attrs = self._open_attrs
+            self._detectors: dict[str, h5py.Dataset] = {}
+            self._det_counts: dict[str, int] = {}
+            self._default_detector = default_detector.path
+            self._close_attributes: list[tuple[h5py.HLObject, Attribute]] = []
+            self._build_group(self.file, layout.root, first)
+            self._create_attribute_datasets()
+            self._write_root_attributes(file_name or str(self.path))
+            self._create_hard_links()
+            if self.options.swmr:
+                self.file.swmr_mode = True
+        except BaseException:
+            self.file.close()
+            raise
+
+    # -- open ------------------------------------------------------------------
+    def _build_group(self, h5group: h5py.Group, group: Group, first: NDArray) -> None:
+        self._apply_attributes(h5group, group.attributes)
+        for dataset in group.sorted_datasets():
+            if dataset.source == "detector":
+                self._create_detector(h5group, dataset, first)
+            elif dataset.source == "constant" and not self.layout.is_performance_dataset(dataset):
+                self._create_constant(h5group, dataset)
+            # ndattribute datasets are made by _create_attribute_datasets, driven by
+            # the frame's attribute list, as in ADCore.
+        for child in group.sorted_groups():
+            self._build_group(h5group.create_group(child.name), child, first)
+
+    def _apply_attributes(self, obj: h5py.HLObject, attributes: tuple[Attribute, ...]) -> None:
+        for attribute in attributes:
+            if attribute.source == "constant":
+                set_value_attribute(obj, attribute.name, _constant_value(attribute))
+            elif not self.options.store_attributes:
+                continue
+            elif attribute.when is When.CLOSE:
+                self._close_attributes.append((obj, attribute))
+            else:
+                self._set_ndattr_attribute(obj, attribute, self._open_attrs)
+
+    def _set_ndattr_attribute(self, obj: h5py.HLObject, attribute: Attribute,
+                              values: dict[str, NDAttribute]) -> None:
+        source = values.get(attribute.ndattribute)
+        if source is None or not source.defined:
+            self.warnings.append(f"attribute {obj.name}@{attribute.name}: NDAttribute "
+                                 f"{attribute.ndattribute!r} not present")
+            return
+        set_value_attribute(obj, attribute.name, _ndattr_value(source))
+
+    def _create_detector(self, h5group: h5py.Group, dataset: Dataset, first: NDArray) -> None:
+        frame_shape = self._frame_shape
+        chunks = tuple(reversed(effective_chunks(first.dims, self.options)))
+        if self.options.multi_frame:
+            limit = self.options.num_capture if self.options.num_capture > 0 else None
+            frames_chunk = max(1, self.options.frames_chunks)
+            if limit is not None:
+                frames_chunk = min(frames_chunk, limit)
+            shape = (1, *frame_shape)
+            maxshape = (limit, *frame_shape)
+            chunks = (frames_chunk, *chunks)
+        else:
+            shape = maxshape = frame_shape
+        ds = h5group.create_dataset(
+            dataset.name, shape=shape, maxshape=maxshape, chunks=chunks,
+            dtype=self._frame_dtype, fillvalue=self._fill_value(), **self._compression,
+        )
+        ndims = first.data.ndim
+
+        def per_dim(values: tuple[int, ...]):
+            array = np.asarray(values, dtype="<i4")
+            return array[0] if ndims == 1 else array
+
+        ds.attrs.create("NDArrayNumDims", np.int32(ndims))
+        ds.attrs.create("NDArrayDimOffset", per_dim(first.dim_offsets()))
+        ds.attrs.create("NDArrayDimBinning", per_dim(first.dim_binnings()))
+        ds.attrs.create("NDArrayDimReverse", per_dim(first.dim_reverses()))
+        self._apply_attributes(ds, dataset.attributes)  # a layout attribute wins
+        self._detectors[dataset.path] = ds
+        self._det_counts[dataset.path] = 0
+
+    def _fill_value(self):
+        value = self.options.fill_value
+        if self._frame_dtype.kind != "f" and not np.isfinite(value):
+            value = 0
+        with np.errstate(all="ignore"):
+            return np.asarray(value).astype(self._frame_dtype)[()]
+
+    def _create_constant(self, h5group: h5py.Group, dataset: Dataset) -> None:
+        value = _constant_value(dataset)
+        if isinstance(value, str):
+            data = _encode(value)
+            tid = _c_string_type(len(data) + 1)
+            dsid = h5py.h5d.create(h5group.id, _encode(dataset.name), tid,
+                                   h5py.h5s.create_simple((1,)))
+            dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array([data], dtype=f"S{len(data) + 1}"))
+            ds = h5py.Dataset(dsid)
+        else:
+            ds = h5group.create_dataset(dataset.name, data=value)
+        self._apply_attributes(ds, dataset.attributes)
+
+    def _attribute_chunk(self) -> int:
+        if self.options.ndattribute_chunk > 0:
+            return self.options.ndattribute_chunk
+        if not self.options.multi_frame:
+            return 1
+        return self.options.num_capture if self.options.num_capture > 0 else 16384
+
+    def _create_attribute_datasets(self) -> None:
+        self._attr_datasets: list[_AttributeDataset] = []
+        self._perf_location = None
+        if self.options.store_performance:
+            self._perf_location = self.layout.performance_location()
+        if not self.options.store_attributes:
+            return
+        chunk = self._attribute_chunk()
+        default = self.layout.ndattr_default_group()
+        used_default = False
+        for name, attribute in self._open_attrs.items():
+            placement = self.layout.place_ndattribute(name)
+            if placement is None:
+                continue
+            group = self.file.require_group(placement.group)
+            if placement.name in group:
+                self.warnings.append(f"NDAttribute {name!r}: {placement.path} already exists; "
+                                     "not stored")
+                continue
+            if self._perf_location is not None and placement.path == _join(*self._perf_location):
+                self.warnings.append(f"NDAttribute {name!r}: {placement.path} is the "
+                                     "performance dataset; not stored")
+                continue
+            holder = _AttributeDataset(group, placement, attribute, chunk)
+            self._apply_attributes(holder.ds, holder.layout_attributes)
+            if placement.when is When.OPEN:
+                holder.append(attribute)
+            self._attr_datasets.append(holder)
+            used_default |= default is not None and placement.group == default.path
+        # NDArrayUniqueId last in each write pass: a "row complete" marker for SWMR readers.
+        self._attr_datasets.sort(key=lambda h: h.name == "NDArrayUniqueId")
+        if default is not None and self.options.hostname:
+            set_string_attribute(self.file[default.path], "hostname", self.options.hostname)
+
+    def _write_root_attributes(self, file_name: str) -> None:
+        root = self.file
+        now = datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
+        for name, value in (("file_name", file_name), ("file_time", now),
+                            ("creator", self.options.creator),
+                            ("HDF5_Version", h5py.version.hdf5_version),
+                            ("h5py_version", h5py.version.version)):
+            if name not in root.attrs:
+                set_string_attribute(root, name, value)
+
+    def _create_hard_links(self) -> None:
+        def walk(group: Group):
+            yield from group.hardlinks
+            for child in group.groups:
+                yield from walk(child)
+
+        for link in walk(self.layout.root):
+            if link.target not in self.file:
+                self.warnings.append(f"hard link {link.path} -> {link.target}: target does "
+                                     "not exist; link not created")
+                continue
+            parent, name = link.path.rsplit("/", 1)
+            self.file.require_group(parent or "/")[name] = self.file[link.target]
+
+    # -- frames ----------------------------------------------------------------
+    def write(self, frame: NDArray) -> None:
+        """Append one frame (Single mode: the one frame of the file)."""
+        if self._closed:
+            raise WriterError("file is closed")
+        data = frame.data
+        if data.shape != self._frame_shape or data.dtype.newbyteorder("=") != \
+                self._frame_dtype.newbyteorder("="):
+            raise FrameMismatch(
+                f"frame {frame.unique_id}: shape {data.shape} {data.dtype} differs from "
+                f"the file's {self._frame_shape} {self._frame_dtype}")
+        t0 = time.perf_counter()
+        values = file_attribute_list(frame) if self.options.store_attributes else {}
+        path = self._destination(values)
+        ds = self._detectors[path]
+        if data.dtype.byteorder == ">" or not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data, dtype=self._frame_dtype)
+        if self.options.multi_frame:
+            index = self._det_counts[path]
+            if index > 0:
+                ds.resize(index + 1, axis=0)
+            ds[index] = data
+        else:
+            ds[...] = data
+        self._det_counts[path] += 1
+        for holder in self._attr_datasets:
+            if holder.when is When.FRAME and holder.name in values:
+                holder.append(values[holder.name])
+        if values:
+            self._last_attrs = values
+        self.frames_written += 1
+        t1 = time.perf_counter()
+        self._record_performance(t0, t1)
+        if self.options.swmr:
+            every = self.options.flush_every or self.options.frames_chunks
+            if every and self.frames_written % every == 0:
+                self.file.flush()
+
+    def _destination(self, values: dict[str, NDAttribute]) -> str:
+        name = self.layout.data_destination
+        if name and name in values:
+            target = str(values[name].value)
+            if target in self._detectors:
+                return target
+        return self._default_detector
+
+    def _record_performance(self, t0: float, t1: float) -> None:
+        mbit = 8.0 * self._frame_bytes / 2**20
+        period = t1 - self._t_last
+        runtime = t1 - self._t_open
+        n = self.frames_written
+        self._perf_rows.append((t1 - t0, period, runtime,
+                                mbit / period if period > 0 else 0.0,
+                                n * mbit / runtime if runtime > 0 else 0.0))
+        self._t_last = t1
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    # -- close -----------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for holder in self._attr_datasets:
+                if holder.when is When.CLOSE and holder.name in self._last_attrs:
+                    holder.append(self._last_attrs[holder.name])
+            for obj, attribute in self._close_attributes:
+                self._set_ndattr_attribute(obj, attribute, self._last_attrs)
+            if self._perf_location is not None and self._perf_rows:
+                self._write_performance(*self._perf_location)
+        finally:
+            self.file.close()
+
+    def _write_performance(self, group_path: str, name: str) -> None:
+        group = self.file.require_group(group_path)
+        if name in group:
+            self.warnings.append(f"performance dataset {_join(group_path, name)} exists "
+                                 "already; not written")
+            return
+        rows = np.asarray(self._perf_rows, dtype="<f8")
+        group.create_dataset(name, data=rows, maxshape=(None, None),
+                             chunks=(max(1, min(len(rows), self._attribute_chunk())), 5))
+
+    @property
+    def runtime(self) -> float:
+        return time.perf_counter() - self._t_open
+
+    def __enter__(self) -> NexusWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_single(path: str | os.PathLike, layout: Layout, frame: NDArray,
+                 options: WriterOptions | None = None) -> NexusWriter:
+    """One image, one file (Single mode): open with the frame, write it, close."""
+    options = options or WriterOptions()
+    writer = NexusWriter(path, layout, frame, options)
+    try:
+        writer.write(frame)
+    finally:
+        writer.close()
+    return writer
+
