@@ -1,0 +1,71 @@
+"""``nexus-writer-ioc`` command line: serve, sim, demo, check-layout, bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+
+def _check_layout(args: argparse.Namespace) -> int:
+    from .check_layout import check
+    from .layout import LayoutError, default_layout, load_layout
+    from .ndattributes import AttributesError, load_attributes
+
+    try:
+        layout = default_layout() if args.layout in ("", "default") else load_layout(args.layout)
+    except LayoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    definitions = None
+    if args.attributes:
+        try:
+            definitions = load_attributes(args.attributes, args.macros)
+        except AttributesError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    report = check(layout, definitions)
+    print(f"Layout: {layout.source}")
+    if definitions is not None:
+        print(f"Attributes: {args.attributes} ({len(definitions)} definitions)")
+    print()
+    print(report.render())
+    return 1 if report.errors else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nexus-writer-ioc",
+        description="NDFileHDF5-compatible NeXus file writer IOC (caproto).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check-layout", help="print the tree a layout produces, with warnings")
+    p.add_argument("layout", help="layout XML file, inline XML, or 'default'")
+    p.add_argument("--attributes", help="NDAttributes XML file (or inline XML)")
+    p.add_argument("--macros", default="", help='NDAttributesMacros, e.g. "P=13SIM1:,R=cam1:"')
+    p.set_defaults(func=_check_layout)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    """Sub-commands living in their own modules (imported lazily when run)."""
+    from . import commands
+
+    return commands.REGISTRY
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
