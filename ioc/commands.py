@@ -1,5 +1,47 @@
-"""Registration of the run-time sub-commands (serve, sim, demo, bench)."""
+"""The run-time sub-commands (serve, sim, demo): arguments here, code imported lazily
+so that ``--help`` and ``check-layout`` stay fast."""
 
 from __future__ import annotations
 
-REGISTRY: list = []
+import importlib
+
+
+def _lazy(module: str, function: str):
+    return getattr(importlib.import_module(f"ioc.{module}"), function)
+
+
+def add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="run the NDFileHDF5-compatible writer IOC")
+    p.add_argument("--prefix", default="13SIM1:HDF1:", help="our PV prefix")
+    p.add_argument("--source", default="13SIM1:image1:",
+                   help="prefix of the NDStdArrays plugin to read (<source>ArrayData, ...)")
+    p.add_argument("--cam", default="", help="driver prefix, for PARAM attributes and PortName_RBV")
+    p.add_argument("--layout", default="", help="initial XMLFileName (file or inline XML)")
+    p.add_argument("--attributes", default="", help="initial NDAttributesFile")
+    p.add_argument("--queue-size", type=int, default=20, help="initial QueueSize")
+    p.add_argument("--list-pvs", action="store_true", help="print the PVs served, then serve")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=lambda args: _lazy('server', 'serve_main')(args))
+
+
+def add_sim_parser(sub) -> None:
+    p = sub.add_parser("sim", help="run a simulated areaDetector (cam1: + image1:)")
+    p.add_argument("--prefix", default="13SIM1:")
+    p.add_argument("--max-size", type=int, nargs=2, default=(1024, 1024), metavar=("X", "Y"))
+    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("X", "Y"))
+    p.add_argument("--array-type", choices=("CHAR", "SHORT", "LONG", "FLOAT", "DOUBLE"), default="SHORT",
+                   help="CA type of image1:ArrayData (SHORT carries UInt16, as areaDetector)")
+    p.add_argument("--list-pvs", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=lambda args: _lazy('sim', 'sim_main')(args))
+
+
+def add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="simulated detector -> writer -> NeXus files, end to end")
+    p.add_argument("--images", type=int, default=10, help="number of images to acquire")
+    p.add_argument("--out", default="demo-output", help="directory for the files")
+    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("X", "Y"))
+    p.set_defaults(func=lambda args: _lazy("demo", "demo_main")(args))
+
+
+REGISTRY = [add_serve_parser, add_sim_parser, add_demo_parser]

@@ -1,0 +1,154 @@
+"""``nexus-writer-ioc serve``: assemble PVs, file saver and CA source, and run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from . import __version__
+from .file_saver import FileSaver, layout_status
+from .ndattributes import AttributesError, AttributesStatus, load_attributes
+from .nexus_writer import available_compressions
+from .plugin import make_group_class, pv_listing
+from .pvtable import with_defaults
+
+log = logging.getLogger(__name__)
+
+PORT_NAME = "FileHDF1"
+
+
+def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
+              queue_size: int = 20):
+    """Create the PV group, the saver and the CA source (not started)."""
+    import h5py
+
+    from .sources import AttributeSampler, CAImageSource
+
+    table = with_defaults(
+        PluginType_RBV=f"NDFileHDF5 ver{h5py.version.hdf5_version}",
+        PortName_RBV=PORT_NAME, ADCoreVersion_RBV="3.14.0", DriverVersion_RBV=__version__,
+        QueueSize=queue_size, QueueSize_RBV=queue_size, QueueFree=queue_size,
+        XMLFileName=layout, XMLFileName_RBV=layout,
+        NDAttributesFile=attributes, SourcePrefix=source, SourcePrefix_RBV=source,
+    )
+    group = make_group_class(table)(prefix=prefix, table=table)
+    group.available_compressions = {int(c) for c in available_compressions()}
+    saver = FileSaver(group.params, group.post, queue_size)
+    group.saver = saver
+    group.check_layout = layout_status
+
+    from caproto.threading.client import Context
+
+    context = Context()
+    sampler = AttributeSampler(context, cam)
+
+    def on_status(status: dict) -> None:
+        if "connected" in status:
+            group.post(SourceConnected_RBV=int(status["connected"]))
+        if "skipped" in status:
+            group.post(SourceSkipped_RBV=status["skipped"])
+        if "duplicates" in status:
+            group.post(SourceDuplicates_RBV=status["duplicates"])
+
+    def on_error(message: str) -> None:
+        count = int(group.params["InvalidFrames_RBV"]) + 1
+        group.post(WriteMessage=message[:255], InvalidFrames_RBV=count)
+
+    image = CAImageSource(source, group.on_frame, on_status=on_status, on_error=on_error,
+                          attributes=sampler, context=context)
+
+    def load(spec: str, macros: str) -> tuple[int, str]:
+        try:
+            definitions = load_attributes(spec, macros)
+        except AttributesError as exc:
+            sampler.set_definitions([])
+            return int(exc.status), str(exc)
+        notes = sampler.set_definitions(definitions)
+        return int(AttributesStatus.OK), "; ".join(notes)
+
+    def set_source(prefix_: str) -> None:
+        image.set_prefix(prefix_)
+        prime()
+
+    def prime() -> None:
+        frame = image.read_current()
+        if frame is not None:
+            saver.submit("prime", frame=frame)
+
+    group.on_attributes = load
+    group.on_source_prefix = set_source
+    return group, saver, image, context, cam, prime
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    group, saver, image, context, cam, prime = build_ioc(
+        args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size)
+    if args.list_pvs:
+        print("\n".join(pv_listing(args.prefix, tuple(group.table.values()))))
+        print("# end of PV list", flush=True)
+
+    async def startup(async_lib) -> None:
+        loop = asyncio.get_running_loop()
+        group.loop = loop
+        saver.start()
+        loop.create_task(group.statistics_loop())
+        # Initial layout / attributes validation, as if written by an operator.
+        await group.put_XMLFileName(group.params["XMLFileName"])
+        await group._load_attributes(group.params["NDAttributesFile"],
+                                     group.params["NDAttributesMacros"])
+        await loop.run_in_executor(None, image.start)
+        if cam:
+            loop.create_task(_default_port(group, context, cam))
+        loop.run_in_executor(None, _prime_when_connected, image, prime)
+
+    def terminate(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    from caproto.server import run
+
+    interfaces = os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "0.0.0.0").split()
+    try:
+        run(group.pvdb, interfaces=interfaces, startup_hook=startup, log_pv_names=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        image.stop()
+        saver.stop()
+    return 0
+
+
+def _prime_when_connected(image, prime, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not image.connected:
+        time.sleep(0.05)
+    if image.connected:
+        prime()
+
+
+async def _default_port(group, context, cam: str) -> None:
+    """NDArrayPort defaults to the driver's PortName_RBV (read from --cam)."""
+    loop = asyncio.get_running_loop()
+
+    def read() -> str | None:
+        try:
+            (pv,) = context.get_pvs(cam + "PortName_RBV", timeout=5.0)
+            value = pv.read(timeout=5.0).data[0]
+            return value.decode() if isinstance(value, bytes) else str(value)
+        except Exception as exc:  # noqa: BLE001 - the driver may not be up yet
+            log.info("cannot read %sPortName_RBV: %s", cam, exc)
+            return None
+
+    port = await loop.run_in_executor(None, read)
+    if port and not group.params["NDArrayPort"]:
+        group.post(NDArrayPort=port, NDArrayPort_RBV=port)
+
+
