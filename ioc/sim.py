@@ -198,6 +198,14 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
             now = time.time()
             sec = int(now) - EPICS_EPOCH
             nsec = int((now % 1) * 1e9)
+            # The driver's own parameters first (what PARAM attributes read), then the
+            # plugin's: dimensions when they change, ArrayData, the scalars.
+            size_z = dims[0] if len(dims) == 3 else 0
+            await cam.set(ArrayCounter=uid, ArrayCounter_RBV=uid, UniqueId_RBV=uid,
+                          TimeStamp_RBV=now - EPICS_EPOCH,
+                          ArraySizeX_RBV=dims[-2] if len(dims) == 3 else dims[0],
+                          ArraySizeY_RBV=dims[-1], ArraySizeZ_RBV=size_z,
+                          ArraySize_RBV=int(data.nbytes))
             if dims != self._last_dims:  # dimensions first, only when they change
                 padded = list(dims) + [0] * (10 - len(dims))
                 await image.set(Dimensions_RBV=padded)
@@ -215,12 +223,6 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
                             ColorMode_RBV=cam.value("ColorMode"),
                             TimeStamp_RBV=now - EPICS_EPOCH, EpicsTSSec_RBV=sec,
                             EpicsTSNsec_RBV=nsec)
-            size_z = dims[0] if len(dims) == 3 else 0
-            await cam.set(ArrayCounter=uid, ArrayCounter_RBV=uid, UniqueId_RBV=uid,
-                          TimeStamp_RBV=now - EPICS_EPOCH,
-                          ArraySizeX_RBV=dims[-2] if len(dims) == 3 else dims[0],
-                          ArraySizeY_RBV=dims[-1], ArraySizeZ_RBV=size_z,
-                          ArraySize_RBV=int(data.nbytes))
 
         async def run(self) -> None:
             cam = self.cam

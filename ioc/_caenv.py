@@ -1,0 +1,157 @@
+"""A private Channel Access 'network' on loopback, for the demo, the benchmark and tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+class CAEnvironment:
+    """One private CA 'network' on loopback: each IOC gets its own server port and
+    every client searches all of them (two servers on one UDP port would steal each
+    other's unicast searches)."""
+
+    def __init__(self, n_servers: int = 2):
+        self.ports = [free_port() for _ in range(n_servers)]
+        self.repeater = free_port()
+        # Servers send beacons here; a bound socket keeps them from logging
+        # "connection refused" for every beacon.
+        self._beacon_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._beacon_sink.bind(("127.0.0.1", self.repeater))
+
+    def client_env(self) -> dict[str, str]:
+        return {
+            "EPICS_CA_ADDR_LIST": " ".join(f"127.0.0.1:{p}" for p in self.ports),
+            "EPICS_CA_AUTO_ADDR_LIST": "NO",
+            "EPICS_CA_REPEATER_PORT": str(self.repeater),
+            "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 1024 * 1024),
+            "EPICS_CA_SERVER_PORT": str(self.ports[0]),
+            "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+            "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+            "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+            "EPICS_CAS_BEACON_PORT": str(self.repeater),
+        }
+
+    def server_env(self, index: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.client_env())
+        env["EPICS_CAS_SERVER_PORT"] = str(self.ports[index])
+        env["EPICS_CA_SERVER_PORT"] = str(self.ports[index])
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def apply_to_this_process(self) -> None:
+        os.environ.update(self.client_env())
+
+
+class IOCProcess:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.args = args
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", *args], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = ""):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what or predicate} (last: {last!r})")
+
+
+class Client:
+    """A caproto threading client with convenience get/put by PV name."""
+
+    def __init__(self):
+        from caproto.threading.client import Context
+
+        self.ctx = Context()
+        self._pvs = {}
+
+    def pv(self, name: str):
+        if name not in self._pvs:
+            (self._pvs[name],) = self.ctx.get_pvs(name, timeout=10.0)
+            self._pvs[name].wait_for_connection(timeout=15.0)
+        return self._pvs[name]
+
+    def get(self, name: str, as_string: bool = True):
+        pv = self.pv(name)
+        response = pv.read(data_type="native", timeout=10.0)
+        ch_type = pv.channel.native_data_type
+        from caproto import ChannelType
+
+        data = response.data
+        if ch_type == ChannelType.ENUM and as_string:
+            strings = pv.read(data_type="control", timeout=10.0).metadata.enum_strings
+            return strings[data[0]].decode()
+        if ch_type == ChannelType.CHAR and as_string:
+            return bytes(data).split(b"\0")[0].decode()
+        if ch_type == ChannelType.STRING:
+            return data[0].decode()
+        if len(data) == 1:
+            return data[0].item() if hasattr(data[0], "item") else data[0]
+        return data
+
+    def put(self, name: str, value, wait: bool = True, timeout: float = 30.0):
+        pv = self.pv(name)
+        from caproto import ChannelType
+
+        native = pv.channel.native_data_type
+        if isinstance(value, str) and native == ChannelType.CHAR:
+            value = list(value.encode()) + [0] if value else [0]
+        elif isinstance(value, str) and native == ChannelType.ENUM:
+            strings = pv.read(data_type="control", timeout=10.0).metadata.enum_strings
+            value = [s.decode() for s in strings].index(value)
+        elif isinstance(value, str) and native == ChannelType.STRING:
+            value = [value.encode()]
+        return pv.write(value, wait=wait, timeout=timeout)
+
+    def wait_value(self, name: str, expected, timeout: float = 15.0):
+        return wait_for(lambda: self.get(name) == expected, timeout, what=f"{name} == {expected!r}")
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.ctx.disconnect()
