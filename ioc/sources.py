@@ -83,6 +83,8 @@ class _Watched:
 class AttributeSampler:
     """Keeps the latest value of every attribute PV; ``sample()`` snapshots them."""
 
+    CONNECT_WAIT = 2.0
+
     def __init__(self, context, cam_prefix: str = ""):
         self.context = context
         self.cam_prefix = cam_prefix
@@ -129,6 +131,15 @@ class AttributeSampler:
         with self._lock:
             self._watched = watched
             self._constants = constants
+        # ADCore waits 0.5 s after loading for the CA connections; we wait until every
+        # PV has sent its first value, at most CONNECT_WAIT.
+        deadline = time.monotonic() + self.CONNECT_WAIT
+        while time.monotonic() < deadline and any(w.pvname and w.value is None for w in watched):
+            time.sleep(0.02)
+        unconnected = [w.pvname for w in watched if w.pvname and w.value is None]
+        if unconnected:
+            messages.append(f"not connected (undefined until they connect): "
+                            f"{', '.join(unconnected)}")
         self.messages = messages
         return messages
 
@@ -235,6 +246,7 @@ class CAImageSource:
         self._callbacks: list = []
         self._pvs: list = []
         self._connected: set[str] = set()
+        self._skip_current = True
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._finish_late, name="frame-timer", daemon=True)
 
@@ -287,6 +299,10 @@ class CAImageSource:
 
     def _on_connection(self, pv, state: str) -> None:
         if state == "connected":
+            if pv.name.endswith("ArrayData"):
+                # The first update of a (re)subscription is the value the source already
+                # held, not a new frame.
+                self._skip_current = True
             self._connected.add(pv.name)
         else:
             self._connected.discard(pv.name)
@@ -318,6 +334,9 @@ class CAImageSource:
     # -- callbacks (caproto's callback thread) -----------------------------------------
     def _on_array(self, sub, response) -> None:
         with self._lock:
+            if self._skip_current:
+                self._skip_current = False
+                return
             if self.pending is not None:
                 self._finish()
             self.pending = _Pending(response.data)
