@@ -486,9 +486,8 @@ class FileSaver:
     def cmd_prime(self, frame: NDArray) -> None:
         """The source's current frame at connect: describes the readbacks and serves as
         "the last array received" for Stream opens; it is not saved."""
-        if self.last_frame is None:
-            self._describe(frame)
-            self.last_frame = frame
+        self._describe(frame)
+        self.last_frame = frame
 
     def cmd_process_last(self) -> None:
         if self.last_frame is not None:

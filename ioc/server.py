@@ -72,10 +72,12 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
     def set_source(prefix_: str) -> None:
         image.set_prefix(prefix_)
-        prime()
+        _prime_when_connected(image, prime, timeout=5.0)
 
     def prime() -> None:
         frame = image.read_current()
+        log.info("priming from the source's current frame: %s",
+                 "none" if frame is None else f"{frame.unique_id} {frame.data.shape}")
         if frame is not None:
             saver.submit("prime", frame=frame)
 
@@ -132,6 +134,9 @@ def _prime_when_connected(image, prime, timeout: float = 10.0) -> None:
         time.sleep(0.05)
     if image.connected:
         prime()
+    else:
+        log.warning("source %s not connected after %.0f s; readbacks not primed", image.prefix,
+                    timeout)
 
 
 async def _default_port(group, context, cam: str) -> None:

@@ -260,13 +260,15 @@ class CAImageSource:
         self._unsubscribe()
 
     def set_prefix(self, prefix: str) -> None:
+        # Not under self._lock: clearing a subscription may wait for the callback
+        # thread, which takes that lock.
+        self._unsubscribe()
         with self._lock:
-            self._unsubscribe()
             self.prefix = prefix
             self.meta = {}
             self.pending = None
             self.last_uid = None
-            self._subscribe()
+        self._subscribe()
 
     def _subscribe(self) -> None:
         if not self.prefix:
@@ -274,8 +276,12 @@ class CAImageSource:
             return
         names = [self.prefix + "ArrayData"] + [self.prefix + s for s in _META]
         self._connected = set()
+        self._skip_current = True  # a new subscription first sends the value held now
         self._pvs = self.context.get_pvs(*names, timeout=2.0,
                                          connection_state_callback=self._on_connection)
+        # The context reuses PV objects it already has: those may be connected already.
+        self._connected |= {pv.name for pv in self._pvs if pv.connected}
+        self.on_status({"connected": self.connected})
         data_cb = self._on_array
         self._callbacks = [data_cb]
         sub = self._pvs[0].subscribe(data_type="time", data_count=0)
@@ -298,6 +304,8 @@ class CAImageSource:
         self._callbacks = []
 
     def _on_connection(self, pv, state: str) -> None:
+        if not pv.name.startswith(self.prefix) or not self.prefix:
+            return  # a PV of a previous prefix
         if state == "connected":
             if pv.name.endswith("ArrayData"):
                 # The first update of a (re)subscription is the value the source already
@@ -320,7 +328,7 @@ class CAImageSource:
                 values[suffix] = _scalar(pv.read(data_type="native", timeout=timeout))
             response = self._pvs[0].read(data_type="native", data_count=0, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - not connected yet
-            log.info("cannot read the source's current frame: %s", exc)
+            log.warning("cannot read the source's current frame: %s", exc)
             return None
         with self._lock:
             meta = {**self.meta, **values}
