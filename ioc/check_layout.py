@@ -108,15 +108,7 @@ def check(layout: Layout, attributes: list[AttributeDef] | None = None) -> Repor
                 report.add_attr("/", f"@{name} (written by the writer unless set above)")
         if group.ndattr_default:
             report.add_attr(group.path, "@hostname (written by the writer)")
-        children: list[tuple[str, str, object]] = []
-        for dataset in group.sorted_datasets():
-            children.append((dataset.name, "dataset", dataset))
-        for link in group.hardlinks:
-            children.append((link.name, "link", link))
-        for name, kind, item in sorted(children, key=lambda c: c[0]):
-            if kind == "link":
-                continue
-            dataset = item
+        for dataset in group.sorted_datasets():  # hard links are listed last, below
             if layout.is_performance_dataset(dataset):
                 continue  # listed below with the performance dataset
             if dataset.source == "detector":

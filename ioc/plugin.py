@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from caproto import ChannelType
-from caproto import SkipWrite
+from caproto import ChannelType, SkipWrite
 from caproto.server import PVGroup, pvproperty
 from caproto.server.server import PvpropertyChar, pvspec_type_map
 

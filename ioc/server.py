@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 
 from . import __version__
 from .file_saver import FileSaver, layout_status

@@ -21,8 +21,19 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 from . import __version__
 from .ndarray import NDDataType
 from .plugin import CharData, make_pvproperty, to_param, to_pv
-from .pvtable import COLOR_MODES, DATA_TYPES, NO_YES, PV, Kind, boolean, double, long, menu, ro, \
-    text
+from .pvtable import (
+    COLOR_MODES,
+    DATA_TYPES,
+    NO_YES,
+    PV,
+    Kind,
+    boolean,
+    double,
+    long,
+    menu,
+    ro,
+    text,
+)
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 from caproto import ChannelType
 
 from .ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, NDDataType
-from .ndattributes import AttrKind, AttributeDef
+from .ndattributes import AttributeDef, AttrKind
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import time
 
 import h5py
 import numpy as np
-from conftest import SIZE, W
 from ioc_harness import wait_for
+from system_setup import SIZE, W
 
 from ioc.sim import expected_pixels
 

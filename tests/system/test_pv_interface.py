@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import W
 from ioc_harness import wait_for
+from system_setup import W
 
 NO_YES = "No|Yes"
 DIS_EN = "Disable|Enable"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import DATA
+from helpers import DATA
 
 
 def run(*args):

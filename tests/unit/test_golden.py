@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
-from conftest import DATA
 from h5tree import tree
+from helpers import DATA
 
 from ioc.layout import load_layout
 from ioc.ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType

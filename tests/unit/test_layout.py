@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DATA
+from helpers import DATA
 
 from ioc._xml import MAX_XML_BYTES, MAX_XML_DEPTH
 from ioc.layout import LayoutError, When, default_layout, load_layout

@@ -7,7 +7,7 @@ import logging
 import h5py
 import numpy as np
 import pytest
-from conftest import attr, make_frame
+from helpers import attr, make_frame
 from test_layout import DEMO
 
 from ioc.layout import LayoutError, default_layout, load_layout
