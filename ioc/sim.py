@@ -15,7 +15,7 @@ import os
 import time
 
 import numpy as np
-from caproto import ChannelType
+from caproto import ChannelType, SkipWrite
 from caproto.server import PVGroup, SubGroup, pvproperty
 
 from . import __version__
@@ -80,7 +80,8 @@ def _cam_table(max_x: int, max_y: int, size_x: int, size_y: int) -> tuple[PV, ..
     t += boolean("ReverseY", NO_YES, 0)
     t += menu("DataType", DATA_TYPES, 3)
     t += menu("ColorMode", COLOR_MODES, 0)
-    for suffix in ("ArraySizeX_RBV", "ArraySizeY_RBV", "ArraySizeZ_RBV", "ArraySize_RBV"):
+    for suffix in ("ArraySizeX_RBV", "ArraySizeY_RBV", "ArraySizeZ_RBV", "ArraySize_RBV",
+                   "ArraySize0_RBV", "ArraySize1_RBV", "ArraySize2_RBV", "NDimensions_RBV"):
         t += ro(suffix, Kind.LONG, "longin", 0)
     t += long("ArrayCounter", 0)
     t += ro("ArrayRate_RBV", Kind.DOUBLE, "calc", 0.0)
@@ -165,18 +166,26 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
             super().__init__(*args, **kwargs)
             self._acquire = asyncio.Event()
             self._stop = asyncio.Event()
+            self._done = asyncio.Event()
+            self._busy = False
             self._ramps: dict[tuple, np.ndarray] = {}
             self._last_dims: tuple = ()
             self.wire_dtype = ARRAY_TYPES[array_type][1]
 
         # Acquire starts/stops the frame loop; other cam writes just mirror.
         async def acquire_write(self, value):
+            """Acquire is a busy record: a put of 1 completes when acquisition ends."""
             on = to_param(self.cam.table["Acquire"], value)
-            if on:
-                self._stop.clear()
-                self._acquire.set()
-            else:
+            if not on:
                 self._stop.set()
+                return
+            if self._busy:
+                return
+            self._busy = True
+            self._done.clear()
+            self._stop.clear()
+            self._acquire.set()
+            await self._done.wait()
 
         def frame(self, uid: int) -> tuple[np.ndarray, tuple[int, ...]]:
             """(pixels in numpy order, NDArray dims) of frame ``uid``."""
@@ -212,11 +221,14 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
             # The driver's own parameters first (what PARAM attributes read), then the
             # plugin's: dimensions when they change, ArrayData, the scalars.
             size_z = dims[0] if len(dims) == 3 else 0
+            padded = list(dims) + [0] * 3
             await cam.set(ArrayCounter=uid, ArrayCounter_RBV=uid, UniqueId_RBV=uid,
                           TimeStamp_RBV=now - EPICS_EPOCH,
                           ArraySizeX_RBV=dims[-2] if len(dims) == 3 else dims[0],
                           ArraySizeY_RBV=dims[-1], ArraySizeZ_RBV=size_z,
-                          ArraySize_RBV=int(data.nbytes))
+                          ArraySize_RBV=int(data.nbytes), ArraySize0_RBV=padded[0],
+                          ArraySize1_RBV=padded[1], ArraySize2_RBV=padded[2],
+                          NDimensions_RBV=len(dims))
             if dims != self._last_dims:  # dimensions first, only when they change
                 padded = list(dims) + [0] * (10 - len(dims))
                 await image.set(Dimensions_RBV=padded)
@@ -242,7 +254,7 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
                 self._acquire.clear()
                 mode = cam.value("ImageMode")
                 count = {0: 1, 1: max(cam.value("NumImages"), 1)}.get(mode, None)
-                await cam.set(Acquire_RBV=1, AcquireBusy=1, AcquireBusyCB=1,
+                await cam.set(Acquire=1, Acquire_RBV=1, AcquireBusy=1, AcquireBusyCB=1,
                               DetectorState_RBV=1, NumImagesCounter_RBV=0)
                 n = 0
                 start = time.monotonic()
@@ -267,12 +279,17 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
                     await cam.set(NumImagesCounter_RBV=n)
                 await cam.set(Acquire=0, Acquire_RBV=0, AcquireBusy=0, AcquireBusyCB=0,
                               DetectorState_RBV=0)
+                self._busy = False
+                self._done.set()
 
     async def cam_group_write(self, instance, value):
-        result = await _Mirror.group_write(self, instance, value)
         if instance.pvspec.name == "Acquire":
+            # Acquire_RBV is set by the frame loop; the put returns when acquisition ends.
             await self.parent.acquire_write(value)
-        return result
+            if to_param(self.table["Acquire"], value):
+                raise SkipWrite  # the frame loop has set Acquire back to 0 already
+            return value
+        return await _Mirror.group_write(self, instance, value)
 
     Cam.group_write = cam_group_write
     return SimDetector

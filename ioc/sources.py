@@ -202,7 +202,7 @@ class AttributeSampler:
 # -- the image ------------------------------------------------------------------
 
 class _Pending:
-    __slots__ = ("data", "uid", "timestamp", "sec", "nsec", "received")
+    __slots__ = ("data", "uid", "timestamp", "sec", "nsec", "received", "uid_received")
 
     def __init__(self, data):
         self.data = data
@@ -211,6 +211,7 @@ class _Pending:
         self.sec = 0
         self.nsec = 0
         self.received = time.monotonic()
+        self.uid_received = 0.0
 
 
 class CAImageSource:
@@ -219,7 +220,8 @@ class CAImageSource:
     ADCore posts a frame's dimensions first (when they change), then ArrayData,
     then UniqueId, the type/colour scalars and the timestamps.  A frame is
     complete when its EpicsTSNsec arrives (the last one posted), when the next
-    ArrayData arrives, or 50 ms after its UniqueId, whichever is first.
+    ArrayData arrives, or 50 ms after its UniqueId, whichever is first.  Data
+    whose UniqueId never arrives is not used (it is counted as skipped).
     """
 
     FINISH_AFTER = 0.05
@@ -362,6 +364,7 @@ class CAImageSource:
                         self._finish()  # a second id: the first frame had no timestamps
                         return
                     pending.uid = value
+                    pending.uid_received = time.monotonic()
                 elif pending.uid is None:
                     return
                 elif suffix == "TimeStamp_RBV":
@@ -377,12 +380,20 @@ class CAImageSource:
         while not self._stop.wait(0.01):
             with self._lock:
                 p = self.pending
-                if p is not None and time.monotonic() - p.received > self.FINISH_AFTER:
+                if p is not None and p.uid is not None and \
+                        time.monotonic() - p.uid_received > self.FINISH_AFTER:
                     self._finish()
 
     def _finish(self) -> None:
         pending, self.pending = self.pending, None
         if pending is None:
+            return
+        if pending.uid is None:
+            # Its UniqueId never came (the server dropped that update): a frame we
+            # cannot identify is not written; it counts as skipped.
+            log.warning("an ArrayData update without its UniqueId_RBV; frame not used")
+            self.skipped += 1
+            self.on_status({"skipped": self.skipped})
             return
         frame = self._build(pending, self.meta)
         if frame is None:
@@ -394,6 +405,7 @@ class CAImageSource:
                 self.on_status({"duplicates": self.duplicates})
                 return
             if uid > self.last_uid + 1:
+                log.warning("frames %d..%d never arrived", self.last_uid + 1, uid - 1)
                 self.skipped += uid - self.last_uid - 1
                 self.on_status({"skipped": self.skipped})
         self.last_uid = uid
