@@ -390,10 +390,8 @@ class CAImageSource:
             return
         if pending.uid is None:
             # Its UniqueId never came (the server dropped that update): a frame we
-            # cannot identify is not written; it counts as skipped.
+            # cannot identify is not written; the UniqueId gap counts it as skipped.
             log.warning("an ArrayData update without its UniqueId_RBV; frame not used")
-            self.skipped += 1
-            self.on_status({"skipped": self.skipped})
             return
         frame = self._build(pending, self.meta)
         if frame is None:
