@@ -6,3 +6,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ca_env():
+    """One private CA 'network' for the whole session (libca reads it once per process)."""
+    from ioc._caenv import CAEnvironment
+
+    env = CAEnvironment(2)
+    env.apply_to_this_process()
+    return env

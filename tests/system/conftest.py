@@ -1,45 +1,8 @@
 """System tests: the simulator and the writer as subprocesses on private CA ports."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ioc_harness import CAEnvironment, Client, IOCProcess, wait_for  # noqa: E402
-from system_setup import CAM, SIZE, P, Setup, W  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def ca_env() -> CAEnvironment:
-    env = CAEnvironment(2)
-    env.apply_to_this_process()
-    return env
-
-
-@pytest.fixture(scope="module")
-def iocs(ca_env, tmp_path_factory) -> Setup:
-    logs = tmp_path_factory.mktemp("logs")
-    sim = IOCProcess(["sim", "--prefix", P, "--size", str(SIZE[0]), str(SIZE[1])],
-                     ca_env.server_env(0), logs / "sim.log")
-    writer = IOCProcess(["serve", "--prefix", W, "--source", P + "image1:", "--cam", CAM],
-                        ca_env.server_env(1), logs / "writer.log")
-    client = Client()
-    setup = Setup(client, ca_env, sim, writer, logs)
-    try:
-        wait_for(lambda: setup.get("SourceConnected_RBV") == "Connected", 30,
-                 what="writer connected to the simulator")
-        yield setup
-    finally:
-        client.close()
-        writer.stop()
-        sim.stop()
-
-
-@pytest.fixture
-def ready(iocs, tmp_path) -> Setup:
-    iocs.reset(tmp_path)
-    return iocs
+from conftest_system import iocs, ready  # noqa: E402,F401
