@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +37,21 @@ def iocs(ca_env, tmp_path_factory) -> Setup:
 def ready(iocs, tmp_path) -> Setup:
     iocs.reset(tmp_path)
     return iocs
+
+
+@pytest.fixture(scope="module")
+def listing(ca_env, tmp_path_factory):
+    """``serve --list-pvs`` output (the IOC keeps serving; we stop it once listed)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "serve", "--prefix", "LIST:",
+                             "--source", "", "--list-pvs"], env=ca_env.server_env(1),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("# end of PV list"):
+                break
+            lines.append(line.rstrip("\n"))
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    return {line.split("\t")[0][len("LIST:"):]: line.split("\t")[1:] for line in lines}

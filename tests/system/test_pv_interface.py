@@ -3,8 +3,6 @@ and element count, checked against a table written from the reference, over real
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 from ioc_harness import wait_for
@@ -148,24 +146,6 @@ def _expected() -> dict[str, tuple[str, int, str]]:
 
 
 EXPECTED = _expected()
-
-
-@pytest.fixture(scope="module")
-def listing(ca_env, tmp_path_factory):
-    """``serve --list-pvs`` output (the IOC keeps serving; we stop it once listed)."""
-    proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "serve", "--prefix", "LIST:",
-                             "--source", "", "--list-pvs"], env=ca_env.server_env(1),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    lines = []
-    try:
-        for line in proc.stdout:
-            if line.startswith("# end of PV list"):
-                break
-            lines.append(line.rstrip("\n"))
-    finally:
-        proc.terminate()
-        proc.wait(15)
-    return {line.split("\t")[0][len("LIST:"):]: line.split("\t")[1:] for line in lines}
 
 
 def test_list_pvs_has_every_adcore_record(listing):
