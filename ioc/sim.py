@@ -140,6 +140,14 @@ class _Mirror(PVGroup):
         for suffix, value in values.items():
             await self.attr_pvdb[suffix].write(to_pv(self.table[suffix], value))
 
+    async def set_changed(self, **values) -> None:
+        """Write only values that differ (monitors then post only on change, as ADCore's)."""
+        for suffix, value in values.items():
+            pv = self.attr_pvdb[suffix]
+            new = to_pv(self.table[suffix], value)
+            if pv.value != new:
+                await pv.write(new)
+
 
 def _group_class(name: str, table: tuple[PV, ...], extra: dict | None = None) -> type[_Mirror]:
     namespace = {pv.suffix: make_pvproperty(pv) for pv in table}
@@ -202,14 +210,15 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
                 ramp = (xx + yy).astype(np.int64)
                 if color == 2:
                     ramp = ramp[..., None] + np.arange(3)
+                if dtype.kind in "iu":  # kept unsigned: adding the id then wraps natively
+                    bits = 8 * dtype.itemsize
+                    ramp = (ramp % (1 << bits)).astype(f"<u{dtype.itemsize}")
                 self._ramps = {key: ramp}
-            data = ramp + uid
-            if dtype.kind in "iu":  # wrap around, as an integer counter does
-                bits = 8 * dtype.itemsize
-                data = (data % (1 << bits)).astype(f"<u{dtype.itemsize}").view(dtype) \
-                    if bits < 64 else data.astype(dtype)
+            if dtype.kind in "iu":
+                offset = ramp.dtype.type(uid % (1 << (8 * dtype.itemsize)))
+                data = (ramp + offset).view(dtype)
             else:
-                data = data.astype(dtype)
+                data = (ramp + uid).astype(dtype)
             return data, dims
 
         async def post_frame(self, uid: int) -> None:
@@ -223,17 +232,16 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
             size_z = dims[0] if len(dims) == 3 else 0
             padded = list(dims) + [0] * 3
             await cam.set(ArrayCounter=uid, ArrayCounter_RBV=uid, UniqueId_RBV=uid,
-                          TimeStamp_RBV=now - EPICS_EPOCH,
-                          ArraySizeX_RBV=dims[-2] if len(dims) == 3 else dims[0],
-                          ArraySizeY_RBV=dims[-1], ArraySizeZ_RBV=size_z,
-                          ArraySize_RBV=int(data.nbytes), ArraySize0_RBV=padded[0],
-                          ArraySize1_RBV=padded[1], ArraySize2_RBV=padded[2],
-                          NDimensions_RBV=len(dims))
+                          TimeStamp_RBV=now - EPICS_EPOCH)
+            await cam.set_changed(ArraySizeX_RBV=dims[-2] if len(dims) == 3 else dims[0],
+                                  ArraySizeY_RBV=dims[-1], ArraySizeZ_RBV=size_z,
+                                  ArraySize_RBV=int(data.nbytes), ArraySize0_RBV=padded[0],
+                                  ArraySize1_RBV=padded[1], ArraySize2_RBV=padded[2],
+                                  NDimensions_RBV=len(dims))
             if dims != self._last_dims:  # dimensions first, only when they change
                 padded = list(dims) + [0] * (10 - len(dims))
                 await image.set(Dimensions_RBV=padded)
-                for i in range(10):
-                    await image.set(**{f"ArraySize{i}_RBV": padded[i]})
+                await image.set_changed(**{f"ArraySize{i}_RBV": padded[i] for i in range(10)})
                 self._last_dims = dims
             wire = data.reshape(-1)
             if wire.dtype != np.dtype(self.wire_dtype):
@@ -241,10 +249,11 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
                     np.dtype(self.wire_dtype).itemsize else wire.astype(self.wire_dtype)
             wire.flags.writeable = False  # lets caproto skip a copy
             await image.ArrayData.write(wire)
-            await image.set(UniqueId_RBV=uid, ArrayCounter=uid, ArrayCounter_RBV=uid,
-                            NDimensions_RBV=len(dims), DataType_RBV=cam.value("DataType"),
-                            ColorMode_RBV=cam.value("ColorMode"),
-                            TimeStamp_RBV=now - EPICS_EPOCH, EpicsTSSec_RBV=sec,
+            await image.set(UniqueId_RBV=uid, ArrayCounter_RBV=uid)
+            await image.set_changed(NDimensions_RBV=len(dims),
+                                    DataType_RBV=cam.value("DataType"),
+                                    ColorMode_RBV=cam.value("ColorMode"))
+            await image.set(TimeStamp_RBV=now - EPICS_EPOCH, EpicsTSSec_RBV=sec,
                             EpicsTSNsec_RBV=nsec)
 
         async def run(self) -> None:
