@@ -66,13 +66,23 @@ class CAEnvironment:
 
 
 class IOCProcess:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+    def __init__(self, args: list[str], env: dict[str, str], log: Path,
+                 max_file_size: int | None = None, cwd: Path | None = None):
         self.args = args
         self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+
+        def limits() -> None:
+            if max_file_size is not None:
+                import resource
+
+                # soft limit only: a test can lift it again ("space returns")
+                resource.setrlimit(resource.RLIMIT_FSIZE,
+                                   (max_file_size, resource.RLIM_INFINITY))
+
         self.proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", *args], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=limits, cwd=cwd)
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:

@@ -19,6 +19,9 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--layout", default="", help="initial XMLFileName (file or inline XML)")
     p.add_argument("--attributes", default="", help="initial NDAttributesFile")
     p.add_argument("--queue-size", type=int, default=20, help="initial QueueSize")
+    p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
+                   help="only write files (and read layouts/attributes) below DIR; "
+                   "repeatable; default: no restriction")
     p.add_argument("--list-pvs", action="store_true", help="print the PVs served, then serve")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=lambda args: _lazy('server', 'serve_main')(args))

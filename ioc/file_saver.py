@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .layout import Layout, LayoutError, default_layout, load_layout
-from .naming import TemplateError, c_format
+from .naming import PathPolicy, TemplateError, c_format, temporary_name
 from .ndarray import NDArray
 from .nexus_writer import (
     Compression,
@@ -87,12 +87,12 @@ class SaverError(Exception):
     """A refused action; the message is what WriteMessage shows."""
 
 
-def layout_status(spec: str) -> tuple[Layout | None, str]:
+def layout_status(spec: str, policy: PathPolicy = PathPolicy()) -> tuple[Layout | None, str]:
     """Load XMLFileName's layout: (layout, "") or (None, ADCore-style message)."""
     if not spec.strip():
         return default_layout(), "Default layout selected"
     try:
-        return load_layout(spec), ""
+        return load_layout(spec, allowed_roots=policy.roots), ""
     except LayoutError as exc:
         return None, str(exc)
 
@@ -101,8 +101,9 @@ class FileSaver:
     """The file-writing half of the plugin, driven from one worker thread."""
 
     def __init__(self, params: Mapping[str, object], post: Callable[..., None],
-                 queue_size: int = 20):
+                 queue_size: int = 20, policy: PathPolicy = PathPolicy()):
         self.params = params
+        self.policy = policy
         self.post = post
         self.queue = FrameQueue(queue_size)
         self.last_frame: NDArray | None = None
@@ -233,8 +234,11 @@ class FileSaver:
         )
 
     # -- naming -------------------------------------------------------------------
-    def _next_name(self) -> tuple[Path, Path]:
-        """Build the full name (FileNumber++ when AutoIncrement), as openFileBase does."""
+    def _next_name(self, swmr: bool) -> tuple[Path, Path]:
+        """Build the full name (FileNumber++ when AutoIncrement), as openFileBase does.
+
+        Returns (name written while open, final name).  SWMR files are written under
+        their final name: their readers open them while they grow."""
         number = int(self.p("FileNumber"))
         try:
             name = c_format(str(self.p("FileTemplate")), str(self.p("FilePath")),
@@ -244,14 +248,17 @@ class FileSaver:
         if self.p("AutoIncrement"):
             self.post(FileNumber=number + 1, FileNumber_RBV=number + 1)
         self.post(FullFileName_RBV=name)
+        problem = self.policy.check_file(name, str(self.p("FilePath")))
+        if problem:
+            raise SaverError(f"Error opening file {name}: {problem}")
         final = Path(name)
         suffix = str(self.p("TempSuffix"))
-        written = final.with_name(final.name + suffix) if suffix else final
+        written = final if swmr and not suffix else temporary_name(final, suffix)
         return written, final
 
     # -- opening and closing -----------------------------------------------------------
     def _layout(self) -> Layout:
-        layout, message = layout_status(str(self.p("XMLFileName")))
+        layout, message = layout_status(str(self.p("XMLFileName")), self.policy)
         valid = layout is not None
         self.post(XMLValid_RBV=int(valid), XMLErrorMsg_RBV=message[:255])
         if layout is None:
@@ -259,10 +266,10 @@ class FileSaver:
         return layout
 
     def _open(self, frame: NDArray, multi_frame: bool) -> NexusWriter:
-        written, final = self._next_name()
+        options = self.options(multi_frame)
+        written, final = self._next_name(options.swmr)
         try:
-            writer = NexusWriter(written, self._layout(), frame, self.options(multi_frame),
-                                 file_name=str(final))
+            writer = NexusWriter(written, self._layout(), frame, options, file_name=str(final))
         except (SaverError, WriterError, LayoutError, OSError, ValueError) as exc:
             self._remove(written)
             raise SaverError(f"Error opening file {final}: {exc}") from None

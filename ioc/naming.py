@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TemplateError", "c_format", "create_directories", "normalise_file_path"]
+__all__ = ["PathPolicy", "TemplateError", "c_format", "create_directories",
+           "normalise_file_path", "temporary_name"]
 
 
 class TemplateError(ValueError):
@@ -56,6 +58,15 @@ def c_format(template: str, *args: object) -> str:
     return "".join(out)
 
 
+def temporary_name(final: Path, suffix: str) -> Path:
+    """Where a file is written until it is closed: ``final`` + TempSuffix when one is
+    set (ADCore), else a hidden name in the same directory, so that a reader never
+    finds a half-written file under the final name."""
+    if suffix:
+        return final.with_name(final.name + suffix)
+    return final.with_name(f".{final.name}.partial")
+
+
 def normalise_file_path(path: str) -> str:
     """FilePath as NDFile stores it: with a trailing separator (empty stays empty)."""
     if path and not path.endswith("/"):
@@ -88,3 +99,43 @@ def create_directories(path: str, depth: int) -> str | None:
     except OSError as exc:
         return f"cannot create {exc.filename}: {exc.strerror}"
     return None
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    """Where files may be written and layouts read (``serve --allow-root``).
+
+    With no roots everything is allowed (ADCore's behaviour).  Paths are compared
+    after resolving symlinks and ``..``.
+    """
+
+    roots: tuple[Path, ...] = ()
+
+    @classmethod
+    def from_dirs(cls, dirs) -> PathPolicy:
+        return cls(tuple(Path(os.path.realpath(d)) for d in dirs))
+
+    def _inside(self, path: Path, base: Path) -> bool:
+        return path == base or base in path.parents
+
+    def allows(self, path: str | Path) -> bool:
+        if not self.roots:
+            return True
+        real = Path(os.path.realpath(path))
+        return any(self._inside(real, root) for root in self.roots)
+
+    def check_directory(self, directory: str) -> str | None:
+        if self.allows(directory):
+            return None
+        return (f"{directory} is outside the allowed directories "
+                f"({', '.join(str(r) for r in self.roots)})")
+
+    def check_file(self, file: str | Path, directory: str) -> str | None:
+        """None if ``file`` may be written, else why not (escapes FilePath or the roots)."""
+        if not self.roots:
+            return None
+        real = Path(os.path.realpath(file))
+        base = Path(os.path.realpath(directory)) if directory else None
+        if base is None or not self._inside(real, base):
+            return f"{file} is not inside FilePath {directory}"
+        return self.check_directory(str(real.parent))

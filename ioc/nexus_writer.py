@@ -288,7 +288,9 @@ class NexusWriter:
         self._compression = compression_kwargs(self.options, self._frame_dtype)
         try:
             libver = "latest" if self.options.swmr else None
-            self.file = h5py.File(self.path, "w", libver=libver)
+            # No chunk cache: each frame goes to the file when written, so a write error
+            # (disk full) is reported for that frame, and memory stays bounded.
+            self.file = h5py.File(self.path, "w", libver=libver, rdcc_nbytes=0)
         except OSError as exc:
             raise WriterError(f"cannot create {self.path}: {exc}") from exc
         try:

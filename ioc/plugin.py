@@ -118,6 +118,9 @@ class PluginBase(PVGroup):
         self.on_attributes: Callable[[str, str], Any] | None = None
         self.check_layout: Callable[[str], tuple[Any, str]] | None = None
         self.available_compressions: set[int] = {0, 3}
+        from .naming import PathPolicy
+
+        self.policy = PathPolicy()
         self._pending: dict[str, Any] = {}
         self._sequence: list[tuple[str, Any]] = []
         self._post_lock = threading.Lock()
@@ -173,8 +176,13 @@ class PluginBase(PVGroup):
             log.exception("cannot publish %s=%r", suffix, value)
 
     # -- frames from the source thread ---------------------------------------------
+    def accepting(self) -> bool:
+        """Whether a frame would be queued now (else the source need not rebuild it)."""
+        return bool(self.params["EnableCallbacks"]) and self.saver.queue.free > 0
+
     def on_frame(self, frame) -> None:
-        """Called by the source for every frame: never blocks."""
+        """Called by the source for every frame: never blocks.  ``frame`` is an NDArray,
+        or just its UniqueId when ``accepting()`` said no (it is not rebuilt then)."""
         if not self.params["EnableCallbacks"]:
             return
         with self._frame_lock:
@@ -183,7 +191,7 @@ class PluginBase(PVGroup):
             if min_time > 0 and now - self._last_accept < min_time:
                 return  # ignored, not dropped (ADCore)
             self._last_accept = now
-            if not self.saver.enqueue(frame):
+            if isinstance(frame, int) or not self.saver.enqueue(frame):
                 self._dropped = int(self.params["DroppedArrays"]) + 1
                 self.post(DroppedArrays=self._dropped, DroppedArrays_RBV=self._dropped)
                 return
@@ -266,6 +274,11 @@ class PluginBase(PVGroup):
         from .naming import create_directories, normalise_file_path
 
         path = normalise_file_path(str(value))
+        problem = self.policy.check_directory(path) if path else None
+        if problem:
+            await self._publish("FilePathExists_RBV", 0)
+            self.params["FilePathExists_RBV"] = 0
+            await self._refuse(f"FilePath refused: {problem}")
         depth = int(self.params["CreateDirectory"])
         loop = asyncio.get_running_loop()
         problem = await loop.run_in_executor(None, create_directories, path, depth) \
@@ -276,6 +289,28 @@ class PluginBase(PVGroup):
         if not exists:
             await self._publish("WriteMessage", f"FilePath {path}: {problem}"[:255])
         return path
+
+    async def _check_name(self, template: str, name: str) -> None:
+        """With --allow-root, FileName/FileTemplate may not lead outside FilePath."""
+        if not self.policy.roots:
+            return
+        from .naming import TemplateError, c_format
+
+        path = str(self.params["FilePath"])
+        try:
+            full = c_format(template, path, name, int(self.params["FileNumber"]))
+        except TemplateError as exc:
+            await self._refuse(f"FileTemplate refused: {exc}")
+            return
+        problem = self.policy.check_file(full, path)
+        if problem:
+            await self._refuse(f"File name refused: {problem}")
+
+    async def put_FileName(self, value):
+        await self._check_name(str(self.params["FileTemplate"]), str(value))
+
+    async def put_FileTemplate(self, value):
+        await self._check_name(str(value), str(self.params["FileName"]))
 
     async def put_XMLFileName(self, value):
         loop = asyncio.get_running_loop()

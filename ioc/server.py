@@ -10,6 +10,7 @@ import signal
 
 from . import __version__
 from .file_saver import FileSaver, layout_status
+from .naming import PathPolicy
 from .ndattributes import AttributesError, AttributesStatus, load_attributes
 from .nexus_writer import available_compressions
 from .plugin import make_group_class, pv_listing
@@ -21,7 +22,7 @@ PORT_NAME = "FileHDF1"
 
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
-              queue_size: int = 20):
+              queue_size: int = 20, allow_roots: tuple[str, ...] = ()):
     """Create the PV group, the saver and the CA source (not started)."""
     import h5py
 
@@ -36,9 +37,11 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
     )
     group = make_group_class(table)(prefix=prefix, table=table)
     group.available_compressions = {int(c) for c in available_compressions()}
-    saver = FileSaver(group.params, group.post, queue_size)
+    policy = PathPolicy.from_dirs(allow_roots)
+    group.policy = policy
+    saver = FileSaver(group.params, group.post, queue_size, policy)
     group.saver = saver
-    group.check_layout = layout_status
+    group.check_layout = lambda spec: layout_status(spec, policy)
 
     from caproto.threading.client import Context
 
@@ -57,12 +60,13 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         count = int(group.params["InvalidFrames_RBV"]) + 1
         group.post(WriteMessage=message[:255], InvalidFrames_RBV=count)
 
-    image = CAImageSource(source, group.on_frame, on_status=on_status, on_error=on_error,
-                          attributes=sampler, context=context)
+    image = CAImageSource(source, group.on_frame, accepting=group.accepting,
+                          on_status=on_status, on_error=on_error, attributes=sampler,
+                          context=context)
 
     def load(spec: str, macros: str) -> tuple[int, str]:
         try:
-            definitions = load_attributes(spec, macros)
+            definitions = load_attributes(spec, macros, allowed_roots=policy.roots)
         except AttributesError as exc:
             sampler.set_definitions([])
             return int(exc.status), str(exc)
@@ -89,7 +93,11 @@ def serve_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     group, saver, image, context, cam, prime = build_ioc(
-        args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size)
+        args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
+        tuple(args.allow_root))
+    if not args.allow_root:
+        log.warning("no --allow-root given: any CA client may make this IOC write files "
+                    "anywhere its user can write")
     if args.list_pvs:
         print("\n".join(pv_listing(args.prefix, tuple(group.table.values()))))
         print("# end of PV list", flush=True)
@@ -111,7 +119,10 @@ def serve_main(args: argparse.Namespace) -> int:
     def terminate(*_):
         raise KeyboardInterrupt
 
+    # SIGTERM and SIGINT end the server; open files are closed (and renamed) below.
     signal.signal(signal.SIGTERM, terminate)
+    # A file-size limit (RLIMIT_FSIZE) must give a write error, not kill the IOC.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     from caproto.server import run
 
     interfaces = os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "0.0.0.0").split()

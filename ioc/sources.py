@@ -227,6 +227,7 @@ class CAImageSource:
     FINISH_AFTER = 0.05
 
     def __init__(self, prefix: str, on_frame: Callable[[NDArray], None], *,
+                 accepting: Callable[[], bool] = lambda: True,
                  on_status: Callable[[dict], None] = lambda status: None,
                  on_error: Callable[[str], None] = lambda message: None,
                  attributes: AttributeSampler | None = None, context=None):
@@ -235,6 +236,7 @@ class CAImageSource:
         self.context = context or Context()
         self.prefix = prefix
         self.on_frame = on_frame
+        self.accepting = accepting
         self.on_status = on_status
         self.on_error = on_error
         self.attributes = attributes
@@ -309,13 +311,17 @@ class CAImageSource:
         if not pv.name.startswith(self.prefix) or not self.prefix:
             return  # a PV of a previous prefix
         if state == "connected":
-            if pv.name.endswith("ArrayData"):
-                # The first update of a (re)subscription is the value the source already
-                # held, not a new frame.
-                self._skip_current = True
             self._connected.add(pv.name)
         else:
             self._connected.discard(pv.name)
+            if pv.name.endswith("ArrayData"):
+                with self._lock:
+                    self.pending = None
+                    self.last_uid = None  # a restarted detector counts from 1 again
+                    # The first update after reconnecting is the value the source holds,
+                    # not a new frame.  (Set here, long before that update: the
+                    # "connected" callback may run after it.)
+                    self._skip_current = True
         self.on_status({"connected": len(self._connected) == 1 + len(_META)})
 
     @property
@@ -393,21 +399,32 @@ class CAImageSource:
             # cannot identify is not written; the UniqueId gap counts it as skipped.
             log.warning("an ArrayData update without its UniqueId_RBV; frame not used")
             return
+        uid = int(pending.uid)
+        if not self.accepting():
+            # Nobody would take it (callbacks disabled, or the queue is full): hand over
+            # only the id, without the cost of rebuilding the frame.
+            if self._track(uid):
+                self.on_frame(uid)
+            return
         frame = self._build(pending, self.meta)
         if frame is None:
             return
-        uid = frame.unique_id
+        if self._track(uid):
+            self.on_frame(frame)
+
+    def _track(self, uid: int) -> bool:
+        """Count duplicates and gaps; False for a duplicate (to be ignored)."""
         if self.last_uid is not None:
             if uid == self.last_uid:
                 self.duplicates += 1
                 self.on_status({"duplicates": self.duplicates})
-                return
+                return False
             if uid > self.last_uid + 1:
                 log.warning("frames %d..%d never arrived", self.last_uid + 1, uid - 1)
                 self.skipped += uid - self.last_uid - 1
                 self.on_status({"skipped": self.skipped})
         self.last_uid = uid
-        self.on_frame(frame)
+        return True
 
     def _build(self, pending: _Pending, meta: dict, quiet: bool = False) -> NDArray | None:
         ndims = int(meta.get("NDimensions_RBV") or 0)
@@ -428,14 +445,13 @@ class CAImageSource:
             target = NDDataType(int(meta.get("DataType_RBV") or 0)).numpy
         except ValueError:
             target = raw.dtype.newbyteorder("<")
-        data = raw[:count].astype(raw.dtype.newbyteorder("<"), copy=False)
-        if data.dtype.itemsize == target.itemsize and data.dtype.kind in "iu" \
-                and target.kind in "iu":
-            data = data.view(target)  # e.g. a SHORT waveform carrying UInt16 bit patterns
+        # Exactly one copy: little-endian (caproto's client hands out big-endian views of
+        # its receive buffer, which must not stay pinned by a queued frame).
+        wire = raw.dtype.newbyteorder("<")
+        if wire.itemsize == target.itemsize and wire.kind in "iu" and target.kind in "iu":
+            data = np.array(raw[:count], dtype=wire).view(target)  # e.g. SHORT carrying UInt16
         else:
-            data = data.astype(target)
-        if not data.flags.owndata or data.base is not None:
-            data = data.copy()
+            data = np.array(raw[:count], dtype=target)
         data = data.reshape(tuple(reversed(dims)))
         color = int(meta.get("ColorMode_RBV") or 0)
         attrs = {"ColorMode": NDAttribute("ColorMode", color, NDAttrType.Int32, "Color mode",
