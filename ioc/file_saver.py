@@ -22,6 +22,7 @@ from pathlib import Path
 from .layout import Layout, LayoutError, default_layout, load_layout
 from .naming import PathPolicy, TemplateError, c_format, temporary_name
 from .ndarray import NDArray
+from .single_file import SingleFileWriter
 from .nexus_writer import (
     Compression,
     FrameMismatch,
@@ -106,6 +107,8 @@ class FileSaver:
         self.policy = policy
         self.post = post
         self.queue = FrameQueue(queue_size)
+        self.single = SingleFileWriter()
+        self._layout_cache: tuple[tuple, Layout] | None = None
         self.last_frame: NDArray | None = None
         self.capturing = False
         self.lazy_pending = False
@@ -258,7 +261,21 @@ class FileSaver:
 
     # -- opening and closing -----------------------------------------------------------
     def _layout(self) -> Layout:
-        layout, message = layout_status(str(self.p("XMLFileName")), self.policy)
+        """The layout, verified again at each open as ADCore does; a file that has not
+        changed (same name, size and mtime) is not parsed again."""
+        spec = str(self.p("XMLFileName"))
+        key: tuple = (spec,)
+        if spec.strip() and "<?xml" not in spec:
+            try:
+                stat = os.stat(spec)
+                key = (spec, stat.st_mtime_ns, stat.st_size)
+            except OSError:
+                key = (spec, None)
+        if self._layout_cache is not None and self._layout_cache[0] == key and key[-1] is not None:
+            return self._layout_cache[1]
+        layout, message = layout_status(spec, self.policy)
+        if layout is not None:
+            self._layout_cache = (key, layout)
         valid = layout is not None
         self.post(XMLValid_RBV=int(valid), XMLErrorMsg_RBV=message[:255])
         if layout is None:
@@ -311,18 +328,28 @@ class FileSaver:
 
     # -- Single ------------------------------------------------------------------
     def _write_single(self, frame: NDArray) -> bool:
+        """One frame, one file (Single mode), through the template writer."""
         try:
             self._ok()
-            writer = self._open(frame, multi_frame=False)
+            options = self.options(multi_frame=False)
+            written, final = self._next_name(swmr=False)
             try:
-                writer.write(frame)
-            except (WriterError, OSError, ValueError) as exc:
-                self.writer = None
-                writer.close()
-                self._remove(self.paths[0])
-                self.paths = None
-                raise SaverError(f"Error writing file: {exc}") from None
-            self._finish(writer)
+                layout = self._layout()
+            except SaverError as exc:
+                raise SaverError(f"Error opening file {final}: {exc}") from None
+            t0 = time.perf_counter()
+            try:
+                warnings = self.single.write(written, layout, frame, options, str(final))
+                if written != final:
+                    os.replace(written, final)
+            except (WriterError, LayoutError, OSError, ValueError) as exc:
+                self._remove(written)
+                raise SaverError(f"Error writing file {final}: {exc}") from None
+            runtime = time.perf_counter() - t0
+            speed = frame.nbytes * 8 / 2**20 / runtime if runtime > 0 else 0.0
+            self.post(RunTime=runtime, IOSpeed=speed)
+            if warnings:
+                self.post(WriteMessage=f"Written with warnings: {warnings[0]}"[:255])
         except SaverError as exc:
             self._error(str(exc))
             return False

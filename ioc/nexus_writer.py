@@ -220,6 +220,7 @@ class _AttributeDataset:
     def __init__(self, group: h5py.Group, placement: Placement, attribute: NDAttribute,
                  chunk: int):
         self.name = attribute.name
+        self.path = placement.path
         self.when = placement.when
         self.dtype = attribute.dtype
         self.count = 0

@@ -1,0 +1,194 @@
+"""One NeXus file per image, fast: build the tree once, then patch bytes.
+
+In Single mode every file of a run has the same structure; only the image, the
+NDAttribute values, the performance row and the file's name and time change.
+The first file is written by ``NexusWriter`` (h5py); its bytes become a
+template, with the file offsets of every value that changes.  Each later file
+is that template with the new values in place, written with one ``os.writev``
+(the image is not copied).  Anything the template cannot reproduce exactly
+(compression, a different structure, HDF5 attributes fed by NDAttributes)
+goes through ``NexusWriter`` again, so files are always what the layout says;
+a test compares fast and slow files object by object.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .layout import Layout
+from .ndarray import ATTRIBUTE_STRING_SIZE, NDArray, NDAttrType, file_attribute_list
+from .nexus_writer import Compression, NexusWriter, WriterOptions
+
+__all__ = ["SingleFileWriter"]
+
+
+@dataclass
+class _Patch:
+    offset: int
+    size: int
+
+
+@dataclass
+class _Template:
+    key: tuple
+    data: bytes
+    image: _Patch
+    attributes: dict[str, tuple[_Patch, NDAttrType]]
+    performance: _Patch | None
+    file_name: _Patch
+    file_time: _Patch
+    warnings: list[str]
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _has_ndattribute_attributes(layout: Layout) -> bool:
+    return any(a.source == "ndattribute" for g in layout.iter_groups() for a in g.attributes) \
+        or any(a.source == "ndattribute" for d in layout.iter_datasets() for a in d.attributes)
+
+
+class SingleFileWriter:
+    """Writes one frame per file; keeps one template per (layout, options, frame kind)."""
+
+    def __init__(self) -> None:
+        self.template: _Template | None = None
+        self.fast_files = 0
+        self.slow_files = 0
+        self._last_time: float | None = None
+
+    def key(self, layout: Layout, options: WriterOptions, frame: NDArray,
+            file_name: str) -> tuple | None:
+        """What a template depends on; None when the fast path cannot be used."""
+        if options.multi_frame or options.swmr or options.compression != Compression.NONE:
+            return None
+        if _has_ndattribute_attributes(layout):
+            return None
+        attrs = file_attribute_list(frame) if options.store_attributes else {}
+        destination = None
+        if layout.data_destination and layout.data_destination in attrs:
+            destination = str(attrs[layout.data_destination].value)
+        return (id(layout), options, frame.data.shape, frame.data.dtype.str,
+                frame.dim_offsets(), frame.dim_binnings(), frame.dim_reverses(),
+                tuple((a.name, a.dtype, a.defined, a.description, a.source, a.source_type)
+                      for a in attrs.values()),
+                destination, len(file_name.encode()))
+
+    def write(self, path: Path, layout: Layout, frame: NDArray, options: WriterOptions,
+              file_name: str) -> list[str]:
+        """Write ``frame`` as a complete file at ``path``; returns the writer's warnings."""
+        t0 = time.perf_counter()
+        key = self.key(layout, options, frame, file_name)
+        template = self.template
+        if key is not None and template is not None and template.key == key:
+            self._write_fast(path, template, frame, options, file_name, t0)
+            self.fast_files += 1
+            return template.warnings
+        writer = NexusWriter(path, layout, frame, options, file_name=file_name)
+        try:
+            writer.write(frame)
+        finally:
+            writer.close()
+        self.slow_files += 1
+        self._last_time = time.perf_counter()
+        self.template = self._make_template(path, key, writer, frame, options, file_name) \
+            if key is not None else None
+        return writer.warnings
+
+    # -- the template ------------------------------------------------------------
+    def _make_template(self, path: Path, key: tuple, writer: NexusWriter, frame: NDArray,
+                       options: WriterOptions, file_name: str) -> _Template | None:
+        data = path.read_bytes()
+        with h5py.File(path, "r") as f:
+            destination = writer._destination(file_attribute_list(frame)
+                                              if options.store_attributes else {})
+            image = self._chunk(f[destination])
+            if image is None or image.size != frame.nbytes:
+                return None
+            attributes = {}
+            for holder in writer._attr_datasets:
+                if holder.dtype is NDAttrType.Undefined or holder.count != 1:
+                    continue
+                patch = self._chunk(f[holder.path])
+                if patch is None:
+                    return None
+                attributes[holder.name] = (patch, holder.dtype)
+            performance = None
+            if writer._perf_location is not None:
+                group, name = writer._perf_location
+                perf_path = f"/{name}" if group == "/" else f"{group}/{name}"
+                if perf_path in f:
+                    performance = self._chunk(f[perf_path])
+            names = {}
+            for attr in ("file_name", "file_time"):
+                value = f.attrs[attr]
+                encoded = value if isinstance(value, bytes) else str(value).encode()
+                if data.count(encoded) != 1:
+                    return None  # not unique in the file: cannot be patched safely
+                names[attr] = _Patch(data.index(encoded), len(encoded))
+        return _Template(key, data, image, attributes, performance, names["file_name"],
+                         names["file_time"], list(writer.warnings))
+
+    @staticmethod
+    def _chunk(ds: h5py.Dataset) -> _Patch | None:
+        """File offset and size of a dataset's only chunk, uncompressed."""
+        if ds.chunks is None or ds.id.get_num_chunks() != 1 or ds._filters:
+            return None
+        info = ds.id.get_chunk_info(0)
+        return _Patch(int(info.byte_offset), int(info.size))
+
+    # -- a file from the template ---------------------------------------------------
+    def _write_fast(self, path: Path, t: _Template, frame: NDArray, options: WriterOptions,
+                    file_name: str, t0: float) -> None:
+        patches: list[tuple[_Patch, bytes | memoryview]] = []
+        image = np.ascontiguousarray(frame.data, dtype=frame.data.dtype.newbyteorder("<"))
+        patches.append((t.image, memoryview(image).cast("B")))
+        values = file_attribute_list(frame) if options.store_attributes else {}
+        for name, (patch, dtype) in t.attributes.items():
+            attribute = values[name]
+            if dtype is NDAttrType.String:
+                raw = str(attribute.value).encode("utf-8", "replace")[: ATTRIBUTE_STRING_SIZE - 1]
+                patches.append((patch, raw.ljust(patch.size, b"\0")[: patch.size]))
+            else:
+                raw = np.asarray(attribute.value).astype(dtype.numpy).tobytes()
+                patches.append((patch, raw + bytes(patch.size - len(raw))))
+        patches.append((t.file_name, file_name.encode()))
+        now = _now().encode()
+        if len(now) == t.file_time.size:
+            patches.append((t.file_time, now))
+        if t.performance is not None:
+            t1 = time.perf_counter()
+            period = t1 - (self._last_time if self._last_time is not None else t0)
+            mbit = 8.0 * frame.nbytes / 2**20
+            row = np.asarray([t1 - t0, period, t1 - t0, mbit / period if period > 0 else 0.0,
+                              mbit / (t1 - t0) if t1 > t0 else 0.0], dtype="<f8")
+            patches.append((t.performance, row.tobytes()))
+        patches.sort(key=lambda p: p[0].offset)
+        buffers: list[bytes | memoryview] = []
+        position = 0
+        template = memoryview(t.data)
+        for patch, value in patches:
+            buffers.append(template[position:patch.offset])
+            buffers.append(value)
+            position = patch.offset + patch.size
+        buffers.append(template[position:])
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            total = sum(len(b) for b in buffers)
+            written = os.writev(fd, buffers)
+            if written != total:  # a short write: finish it plainly
+                rest = b"".join(bytes(b) for b in buffers)[written:]
+                while rest:
+                    n = os.write(fd, rest)
+                    rest = rest[n:]
+        finally:
+            os.close(fd)
+        self._last_time = time.perf_counter()
