@@ -47,4 +47,22 @@ def add_demo_parser(sub) -> None:
     p.set_defaults(func=lambda args: _lazy("demo", "demo_main")(args))
 
 
-REGISTRY = [add_serve_parser, add_sim_parser, add_demo_parser]
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure writer, CA and end-to-end rates on this machine")
+    p.add_argument("--quick", action="store_true", help="a short run (what the tests run)")
+    p.add_argument("--size", type=int, nargs=2, default=(1024, 1024), metavar=("X", "Y"))
+    p.add_argument("--dtype", default="uint16", choices=("uint8", "uint16", "int16", "uint32",
+                                                          "float32"))
+    p.add_argument("--compression", default="none",
+                   choices=("none", "zlib", "blosc", "bslz4", "lz4"))
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    p.add_argument("--layout", default="", help="layout to write (default: the default layout)")
+    p.add_argument("--out", default=None, help="where to write (default: the temp directory)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                   help="stream for this long; report RSS and open files at start and end")
+    p.add_argument("--soak-rate", type=float, default=100.0, help="frames/s during --soak")
+    p.set_defaults(func=lambda args: _lazy("bench", "bench_main")(args))
+
+
+REGISTRY = [add_serve_parser, add_sim_parser, add_demo_parser, add_bench_parser]

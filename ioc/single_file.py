@@ -106,7 +106,7 @@ class SingleFileWriter:
     # -- the template ------------------------------------------------------------
     def _make_template(self, path: Path, key: tuple, writer: NexusWriter, frame: NDArray,
                        options: WriterOptions, file_name: str) -> _Template | None:
-        data = path.read_bytes()
+        data = Path(path).read_bytes()
         with h5py.File(path, "r") as f:
             destination = writer._destination(file_attribute_list(frame)
                                               if options.store_attributes else {})

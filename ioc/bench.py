@@ -1,0 +1,457 @@
+"""``nexus-writer-ioc bench``: measure this machine, disk and layout in one run.
+
+Everything is measured in the same run and reported against a baseline (a naive
+h5py writer building the layout's tree for every image, as the NeXus manual's
+script does) and against the limits of this machine (Channel Access alone, the
+disk's sequential write rate).  ``--quick`` is what the test suite runs;
+``--soak SECONDS`` streams for that long and reports RSS and open files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ._caenv import CAEnvironment, Client, IOCProcess, wait_for
+from .layout import Layout, default_layout, load_layout
+from .ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, file_attribute_list
+from .nexus_writer import Compression, NexusWriter, WriterOptions
+from .single_file import SingleFileWriter
+
+PREFIX = "BENCH:"
+WRITER = PREFIX + "HDF1:"
+
+
+@dataclass
+class Report:
+    rows: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    def add(self, **row) -> dict:
+        self.rows.append(row)
+        return row
+
+    def table(self) -> str:
+        keys = ["test", "mode", "size", "dtype", "compression", "rate", "unit", "ms_per_item",
+                "MB_s", "lost", "ratio", "note"]
+        lines = [" | ".join(keys), " | ".join("---" for _ in keys)]
+        for row in self.rows:
+            lines.append(" | ".join(_fmt(row.get(k, "")) for k in keys))
+        return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def _frame(uid: int, shape: tuple[int, ...], dtype: str) -> NDArray:
+    data = (np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape) + uid) \
+        .astype(dtype)
+    attrs = {
+        "ColorMode": NDAttribute("ColorMode", 0, NDAttrType.Int32, "Color mode", "Driver"),
+        "AcquireTime": NDAttribute("AcquireTime", 0.01, NDAttrType.Float64, "exposure",
+                                   "BENCH:cam1:AcquireTime", NDAttrSource.EPICS_PV),
+        "CameraModel": NDAttribute("CameraModel", "bench", NDAttrType.String, "model",
+                                   "MODEL", NDAttrSource.PARAM),
+    }
+    return NDArray(data=data, unique_id=uid, timestamp=float(uid), epics_ts_sec=uid,
+                   epics_ts_nsec=0, attributes=attrs)
+
+
+# -- baseline: what a user writes by hand -----------------------------------------------
+
+def naive_write(path: Path, layout: Layout, frame: NDArray) -> None:
+    """One file, tree built with h5py's high-level API, as in the NeXus manual's script."""
+    with h5py.File(path, "w") as f:
+        def build(h5group, group):
+            for a in group.attributes:
+                if a.source == "constant":
+                    h5group.attrs[a.name] = a.value
+            for d in group.datasets:
+                if d.source == "detector":
+                    ds = h5group.create_dataset(d.name, data=frame.data)
+                    for a in d.attributes:
+                        if a.source == "constant":
+                            ds.attrs[a.name] = a.value
+                elif d.source == "constant":
+                    h5group.create_dataset(d.name, data=d.value.encode())
+            for child in group.groups:
+                build(h5group.create_group(child.name), child)
+
+        build(f, layout.root)
+        default = layout.ndattr_default_group()
+        target = f[default.path] if default is not None else f
+        for name, attribute in file_attribute_list(frame).items():
+            if name not in target:
+                value = attribute.value
+                target.create_dataset(name, data=[value.encode() if isinstance(value, str)
+                                                  else value])
+        for group in layout.iter_groups():
+            for link in group.hardlinks:
+                if link.target in f:
+                    f[link.path] = f[link.target]
+
+
+def _files_per_second(write, frames, directory: Path, budget: float) -> tuple[float, int]:
+    """Mean seconds per file and files written, within a time budget."""
+    start = time.perf_counter()
+    n = 0
+    for frame in frames:
+        write(directory / f"f_{frame.unique_id:06d}.h5", frame)
+        n += 1
+        if time.perf_counter() - start > budget:
+            break
+    return (time.perf_counter() - start) / n, n
+
+
+def bench_writers(report: Report, layout: Layout, shape, dtype: str, compression: Compression,
+                  duration: float, work: Path) -> dict:
+    frames = [_frame(uid, shape, dtype) for uid in range(1, 2001)]
+    size = f"{shape[1]}x{shape[0]}"
+    nbytes = frames[0].nbytes
+    results = {}
+    for name, make in (("baseline (naive h5py)", None), ("nexus-writer-ioc", SingleFileWriter)):
+        d = Path(tempfile.mkdtemp(dir=work))
+        if make is None:
+            def write(p, f):
+                naive_write(p, layout, f)
+        else:
+            writer = make()
+            options = WriterOptions(compression=compression)
+
+            def write(p, f, writer=writer, options=options):
+                writer.write(p, layout, f, options, str(p))
+        per_file, n = _files_per_second(write, frames, d, duration)
+        results[name] = per_file
+        report.add(test=f"writer alone: {name}", mode="1 file/image", size=size, dtype=dtype,
+                   compression=("None" if make is None else compression.name), rate=1 / per_file,
+                   unit="files/s", ms_per_item=per_file * 1e3, MB_s=nbytes / per_file / 1e6,
+                   note=f"{n} files")
+        shutil.rmtree(d)
+    ratio = results["baseline (naive h5py)"] / results["nexus-writer-ioc"]
+    report.rows[-1]["ratio"] = ratio
+    # multi-frame (Stream/Capture) files
+    d = Path(tempfile.mkdtemp(dir=work))
+    options = WriterOptions(multi_frame=True, num_capture=0, compression=compression)
+    start = time.perf_counter()
+    writer = NexusWriter(d / "stream.h5", layout, frames[0], options)
+    n = 0
+    for frame in frames:
+        writer.write(frame)
+        n += 1
+        if time.perf_counter() - start > duration:
+            break
+    writer.close()
+    per_frame = (time.perf_counter() - start) / n
+    report.add(test="writer alone: nexus-writer-ioc", mode="multi-frame", size=size, dtype=dtype,
+               compression=compression.name, rate=1 / per_frame, unit="frames/s",
+               ms_per_item=per_frame * 1e3, MB_s=nbytes / per_frame / 1e6, note=f"{n} frames")
+    shutil.rmtree(d)
+    return {"single_file_ratio": ratio}
+
+
+def bench_disk(report: Report, work: Path, megabytes: int) -> float:
+    """Sequential write with fsync: the disk's own rate (MB/s)."""
+    path = work / "disk.bin"
+    chunk = os.urandom(2 * 2**20)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for _ in range(max(1, megabytes // 2)):
+            os.write(fd, chunk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    path.unlink()
+    rate = max(1, megabytes // 2) * len(chunk) / elapsed / 1e6
+    report.add(test="disk: sequential write + fsync", rate=rate, unit="MB/s", MB_s=rate,
+               note=f"{megabytes} MB")
+    return rate
+
+
+# -- Channel Access and end to end ------------------------------------------------------------
+
+class Rig:
+    """Simulator (+ optionally the writer) on private CA ports."""
+
+    def __init__(self, work: Path, shape, dtype: str, writer: bool, queue: int = 20):
+        self.env = CAEnvironment(2)
+        self.env.apply_to_this_process()
+        self.work = work
+        logs = work / "logs"
+        logs.mkdir(exist_ok=True)
+        self.sim = IOCProcess(["sim", "--prefix", PREFIX, "--size", str(shape[1]), str(shape[0]),
+                               "--max-size", str(shape[1]), str(shape[0])],
+                              self.env.server_env(0), logs / "sim.log")
+        self.writer = None
+        if writer:
+            self.writer = IOCProcess(["serve", "--prefix", WRITER, "--source",
+                                      PREFIX + "image1:", "--queue-size", str(queue)],
+                                     self.env.server_env(1), logs / "writer.log")
+        self.client = Client()
+        self.cam = PREFIX + "cam1:"
+        wait_for(lambda: self._get(self.cam + "PortName_RBV"), 30, what="the simulator")
+        self.client.put(self.cam + "DataType", {"uint8": "UInt8", "uint16": "UInt16",
+                                               "int16": "Int16", "uint32": "UInt32",
+                                               "float32": "Float32"}[dtype])
+        self.client.put(self.cam + "ImageMode", "Multiple")
+        self.client.put(self.cam + "AcquireTime", 0.0)
+        if writer:
+            wait_for(lambda: self.client.get(WRITER + "SourceConnected_RBV") == "Connected", 30,
+                     what="the writer")
+
+    def _get(self, name):
+        try:
+            return self.client.get(name)
+        except Exception:  # noqa: BLE001 - not up yet
+            return None
+
+    def acquire(self, n: int, rate: float) -> list[int]:
+        first = self.client.get(self.cam + "ArrayCounter_RBV") + 1
+        self.client.put(self.cam + "AcquirePeriod", 1.0 / rate)
+        self.client.put(self.cam + "NumImages", n)
+        self.client.put(self.cam + "Acquire", 1, wait=True, timeout=60 + 2 * n / rate)
+        return list(range(first, self.client.get(self.cam + "ArrayCounter_RBV") + 1))
+
+    def close(self) -> None:
+        self.client.close()
+        if self.writer is not None:
+            self.writer.stop()
+        self.sim.stop()
+
+
+def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration) -> float:
+    """Highest rate at which our CA receive path gets every frame (no writing)."""
+    from .sources import CAImageSource
+
+    rig = Rig(work, shape, dtype, writer=False)
+    received: list[int] = []
+    source = CAImageSource(PREFIX + "image1:", lambda f: received.append(f.unique_id))
+    best = 0.0
+    try:
+        source.start()
+        wait_for(lambda: source.connected, 30, what="CA source")
+        for rate in rates:
+            received.clear()
+            ids = rig.acquire(max(int(rate * duration), 5), rate)
+            time.sleep(0.5)
+            lost = len(set(ids) - set(received))
+            report.add(test="CA transport alone (sim -> CA client)", size=f"{shape[1]}x{shape[0]}",
+                       dtype=dtype, rate=rate, unit="frames/s target", lost=lost,
+                       note=f"received {len(received)}/{len(ids)}")
+            if lost:
+                break
+            best = rate
+    finally:
+        source.stop()
+        rig.close()
+    return best
+
+
+def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: str,
+               queue: int = 20) -> tuple[float, int]:
+    """Highest rate with zero lost frames, sim -> writer IOC -> files; and peak RSS."""
+    import psutil
+
+    rig = Rig(work, shape, dtype, writer=True, queue=queue)
+    out = work / f"e2e-{mode}"
+    best, peak = 0.0, 0
+    try:
+        c = rig.client
+        process = psutil.Process(rig.writer.proc.pid)
+        for suffix, value in (("FilePath", str(out)), ("FileName", "bench"),
+                              ("FileTemplate", "%s%s_%6.6d.h5"), ("CreateDirectory", -1),
+                              ("AutoIncrement", "Yes"), ("EnableCallbacks", "Enable")):
+            c.put(WRITER + suffix, value)
+        for rate in rates:
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            c.put(WRITER + "FilePath", str(out))
+            c.put(WRITER + "DroppedArrays", 0)
+            n = max(int(rate * duration), 5)
+            if mode == "single":
+                c.put(WRITER + "FileWriteMode", "Single")
+                c.put(WRITER + "AutoSave", "Yes")
+            else:
+                c.put(WRITER + "FileWriteMode", "Stream")
+                c.put(WRITER + "NumCapture", 0)
+                c.put(WRITER + "LazyOpen", "Yes")
+                c.put(WRITER + "Capture", 1)
+            base_rss = process.memory_info().rss
+            sampling = True
+            peaks = [base_rss]
+
+            def sample():
+                while sampling:
+                    try:
+                        peaks.append(process.memory_info().rss)
+                    except Exception:  # noqa: BLE001
+                        return
+                    time.sleep(0.05)
+
+            import threading
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            ids = rig.acquire(n, rate)
+            wait_for(lambda: c.get(WRITER + "NumQueuedArrays") == 0, 120, what="queue drained")
+            time.sleep(0.5)
+            if mode == "single":
+                c.put(WRITER + "AutoSave", "No")
+            else:
+                c.put(WRITER + "Capture", 0)
+            sampling = False
+            sampler.join()
+            written = _written_ids(out, mode)
+            lost = len(set(ids) - set(written))
+            peak = max(peak, max(peaks) - base_rss)
+            report.add(test=f"end to end ({mode})", mode="Single+AutoSave" if mode == "single"
+                       else "Stream", size=f"{shape[1]}x{shape[0]}", dtype=dtype, rate=rate,
+                       unit="frames/s target", lost=lost,
+                       MB_s=rate * int(np.prod(shape)) * np.dtype(dtype).itemsize / 1e6,
+                       note=f"written {len(written)}/{len(ids)}, dropped "
+                            f"{c.get(WRITER + 'DroppedArrays_RBV')}, RSS +{(max(peaks) - base_rss) / 2**20:.0f} MiB")
+            if lost:
+                break
+            best = rate
+    finally:
+        rig.close()
+        shutil.rmtree(out, ignore_errors=True)
+    return best, peak
+
+
+def _written_ids(directory: Path, mode: str) -> list[int]:
+    ids: list[int] = []
+    for path in sorted(directory.glob("*.h5")):
+        with h5py.File(path, "r") as f:
+            ids.extend(int(i) for i in f["/entry/instrument/NDAttributes/NDArrayUniqueId"][()])
+    return ids
+
+
+def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: float,
+         frames_per_file: int = 500) -> dict:
+    """Stream files of ``frames_per_file`` frames for ``seconds``; RSS and FDs at start/end."""
+    import psutil
+
+    rig = Rig(work, shape, dtype, writer=True)
+    out = work / "soak"
+    out.mkdir()
+    c = rig.client
+    process = psutil.Process(rig.writer.proc.pid)
+    for suffix, value in (("FilePath", str(out)), ("FileName", "soak"),
+                          ("FileTemplate", "%s%s_%6.6d.h5"), ("FileWriteMode", "Stream"),
+                          ("NumCapture", frames_per_file), ("LazyOpen", "Yes"),
+                          ("EnableCallbacks", "Enable")):
+        c.put(WRITER + suffix, value)
+    c.put(rig.cam + "ImageMode", "Continuous")
+    c.put(rig.cam + "AcquirePeriod", 1.0 / rate)
+    first_uid = c.get(rig.cam + "ArrayCounter_RBV") + 1
+    start = {"rss": process.memory_info().rss, "fds": process.num_fds()}
+    samples = []
+    written = 0
+    files = 0
+    try:
+        c.put(rig.cam + "Acquire", 1, wait=False)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            if c.get(WRITER + "Capture_RBV") == "Done":
+                for path in sorted(out.glob("soak_*.h5")):
+                    with h5py.File(path, "r") as f:
+                        written += len(f["/entry/instrument/NDAttributes/NDArrayUniqueId"])
+                    path.unlink()
+                    files += 1
+                c.put(WRITER + "Capture", 1)
+            samples.append((time.monotonic() - t0, process.memory_info().rss, process.num_fds()))
+            time.sleep(0.5)
+        c.put(rig.cam + "Acquire", 0)
+        time.sleep(1.0)
+        c.put(WRITER + "Capture", 0)
+        last_uid = c.get(rig.cam + "ArrayCounter_RBV")
+        for path in sorted(out.glob("soak_*.h5")):
+            with h5py.File(path, "r") as f:
+                written += len(f["/entry/instrument/NDAttributes/NDArrayUniqueId"])
+            files += 1
+        end = {"rss": process.memory_info().rss, "fds": process.num_fds()}
+        produced = last_uid - first_uid + 1
+        # frames produced while no capture was armed (between files) are not lost
+        dropped = c.get(WRITER + "DroppedArrays_RBV")
+        result = {"seconds": seconds, "rate": rate, "produced": produced, "written": written,
+                  "files": files, "dropped": dropped,
+                  "rss_start_MiB": start["rss"] / 2**20, "rss_end_MiB": end["rss"] / 2**20,
+                  "rss_max_MiB": max(s[1] for s in samples) / 2**20 if samples else 0,
+                  "fds_start": start["fds"], "fds_end": end["fds"]}
+        report.add(test="soak (Stream, files of %d frames)" % frames_per_file,
+                   size=f"{shape[1]}x{shape[0]}", dtype=dtype, rate=rate, unit="frames/s",
+                   lost=dropped,
+                   note=f"{seconds:.0f}s: produced {produced}, written {written} in {files} "
+                        f"files; RSS {result['rss_start_MiB']:.0f}->{result['rss_end_MiB']:.0f} "
+                        f"MiB (max {result['rss_max_MiB']:.0f}); FDs {start['fds']}->{end['fds']}")
+        return result
+    finally:
+        rig.close()
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="nexus-writer-bench-", dir=args.out))
+    report = Report()
+    layout = load_layout(args.layout) if args.layout else default_layout()
+    x, y = args.size
+    shape = (y, x)
+    compression = Compression[args.compression.upper()]
+    try:
+        if args.soak:
+            report.summary["soak"] = soak(report, work, args.soak, (256, 256), "uint16",
+                                          args.soak_rate)
+        else:
+            duration = 0.5 if args.quick else args.duration
+            small = (64, 64) if args.quick else (256, 256)
+            report.summary.update(bench_writers(report, layout, small, args.dtype, compression,
+                                                duration, work))
+            if not args.quick:
+                bench_writers(report, layout, shape, args.dtype, compression, duration, work)
+            disk = bench_disk(report, work, 64 if args.quick else 1024)
+            frame_mb = x * y * np.dtype(args.dtype).itemsize / 1e6
+            rates = [20, 50] if args.quick else [25, 50, 100, 150, 200, 300, 400, 500, 600, 800]
+            e2e_duration = 1.0 if args.quick else args.duration
+            ceiling = ca_ceiling(report, work, shape, args.dtype, rates, e2e_duration)
+            limit = min(ceiling, disk / frame_mb)
+            single, peak1 = end_to_end(report, work, shape, args.dtype, rates, e2e_duration,
+                                       "single")
+            stream, peak2 = end_to_end(report, work, shape, args.dtype, rates, e2e_duration,
+                                       "stream")
+            queue = 20
+            rss_budget = queue * x * y * np.dtype(args.dtype).itemsize + 64 * 2**20
+            report.summary.update({
+                "disk_MB_s": disk, "ca_ceiling_fps": ceiling, "limit_fps": limit,
+                "single_autosave_fps": single, "stream_fps": stream,
+                "single_vs_limit": single / limit if limit else 0.0,
+                "stream_vs_limit": stream / limit if limit else 0.0,
+                "peak_rss_over_base_MiB": max(peak1, peak2) / 2**20,
+                "rss_budget_MiB": rss_budget / 2**20,
+            })
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"rows": report.rows, "summary": report.summary}, indent=2,
+                         default=float))
+    else:
+        print(report.table())
+        print()
+        for key, value in report.summary.items():
+            print(f"{key}: {_fmt(value) if not isinstance(value, dict) else value}")
+    return 0
+
+
+__all__ = ["bench_main", "naive_write"]
