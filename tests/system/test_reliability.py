@@ -67,7 +67,8 @@ def stream(s: Setup, num_capture: int = 0) -> None:
     assert s.get("Capture_RBV") == "Capturing"
 
 
-def test_sigterm_closes_the_open_file_and_exits_0(fresh):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_closes_the_open_file_and_exits_0(fresh, signum):
     s = fresh.setup
     s.acquire(1)
     stream(s)
@@ -75,7 +76,8 @@ def test_sigterm_closes_the_open_file_and_exits_0(fresh):
     # while open: only a hidden temporary name, never a half-written final name
     assert final_files(fresh.data) == []
     assert [p.name for p in fresh.data.iterdir()] == [".test_001.h5.partial"]
-    assert fresh.writer.stop() == 0
+    fresh.writer.proc.send_signal(signum)
+    assert fresh.writer.proc.wait(15) == 0
     (path,) = final_files(fresh.data)
     assert not list(fresh.data.glob(".*"))
     with h5py.File(path) as f:

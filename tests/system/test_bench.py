@@ -1,0 +1,27 @@
+"""``nexus-writer-ioc bench --quick`` runs and reports sane numbers (not speed targets)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_quick_runs_and_reports(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ioc.cli", "bench", "--quick", "--size", "128", "128", "--json",
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    summary = report["summary"]
+    assert summary["single_file_ratio"] > 1.0  # the template writer beats the naive writer
+    assert summary["disk_MB_s"] > 0
+    assert summary["ca_ceiling_fps"] >= 20
+    assert summary["single_autosave_fps"] >= 20 and summary["stream_fps"] >= 20
+    assert 0 < summary["single_vs_limit"] <= 1.0 and 0 < summary["stream_vs_limit"] <= 1.0
+    assert 0 <= summary["peak_rss_over_base_MiB"] < summary["rss_budget_MiB"]
+    tests = {row["test"] for row in report["rows"]}
+    assert {"writer alone: baseline (naive h5py)", "writer alone: nexus-writer-ioc",
+            "disk: sequential write + fsync", "CA transport alone (sim -> CA client)",
+            "end to end (single)", "end to end (stream)"} <= tests
+    assert list(tmp_path.iterdir()) == []  # it cleans up after itself
