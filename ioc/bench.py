@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,20 +291,10 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
                 c.put(WRITER + "LazyOpen", "Yes")
                 c.put(WRITER + "Capture", 1)
             base_rss = process.memory_info().rss
-            sampling = True
             peaks = [base_rss]
-
-            def sample():
-                while sampling:
-                    try:
-                        peaks.append(process.memory_info().rss)
-                    except Exception:  # noqa: BLE001
-                        return
-                    time.sleep(0.05)
-
-            import threading
-
-            sampler = threading.Thread(target=sample, daemon=True)
+            done = threading.Event()
+            sampler = threading.Thread(target=_sample_rss, args=(process, peaks, done),
+                                       daemon=True)
             sampler.start()
             ids = rig.acquire(n, rate)
             _settle(lambda: (c.get(WRITER + "UniqueId_RBV"), c.get(WRITER + "ArrayCounter_RBV"),
@@ -313,7 +304,7 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
                 c.put(WRITER + "AutoSave", "No")
             else:
                 c.put(WRITER + "Capture", 0)
-            sampling = False
+            done.set()
             sampler.join()
             written = _written_ids(out, mode)
             lost = len(set(ids) - set(written))
@@ -323,7 +314,8 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
                        unit="frames/s target", lost=lost,
                        MB_s=rate * int(np.prod(shape)) * np.dtype(dtype).itemsize / 1e6,
                        note=f"written {len(written)}/{len(ids)}, dropped "
-                            f"{c.get(WRITER + 'DroppedArrays_RBV')}, RSS +{(max(peaks) - base_rss) / 2**20:.0f} MiB")
+                            f"{c.get(WRITER + 'DroppedArrays_RBV')}, "
+                            f"RSS +{(max(peaks) - base_rss) / 2**20:.0f} MiB")
             if lost:
                 break
             best = rate
@@ -331,6 +323,15 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
         rig.close()
         shutil.rmtree(out, ignore_errors=True)
     return best, peak
+
+
+def _sample_rss(process, peaks: list[int], done) -> None:
+    while not done.is_set():
+        try:
+            peaks.append(process.memory_info().rss)
+        except Exception:  # noqa: BLE001 - the process is gone
+            return
+        time.sleep(0.05)
 
 
 def _settle(progress, quiet: float = 1.0, timeout: float = 30.0) -> None:
@@ -372,6 +373,7 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
     c.put(rig.cam + "ImageMode", "Continuous")
     c.put(rig.cam + "AcquirePeriod", 1.0 / rate)
     first_uid = c.get(rig.cam + "ArrayCounter_RBV") + 1
+    skipped_before = c.get(WRITER + "SourceSkipped_RBV")
     start = {"rss": process.memory_info().rss, "fds": process.num_fds()}
     samples = []
     written = 0
@@ -401,17 +403,21 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
         produced = last_uid - first_uid + 1
         # frames produced while no capture was armed (between files) are not lost
         dropped = c.get(WRITER + "DroppedArrays_RBV")
+        skipped = c.get(WRITER + "SourceSkipped_RBV") - skipped_before
         result = {"seconds": seconds, "rate": rate, "produced": produced, "written": written,
-                  "files": files, "dropped": dropped,
+                  "files": files, "dropped": dropped, "ca_skipped": skipped,
+                  "between_files": produced - written - dropped - skipped,
                   "rss_start_MiB": start["rss"] / 2**20, "rss_end_MiB": end["rss"] / 2**20,
                   "rss_max_MiB": max(s[1] for s in samples) / 2**20 if samples else 0,
                   "fds_start": start["fds"], "fds_end": end["fds"]}
-        report.add(test="soak (Stream, files of %d frames)" % frames_per_file,
+        report.add(test=f"soak (Stream, files of {frames_per_file} frames)",
                    size=f"{shape[1]}x{shape[0]}", dtype=dtype, rate=rate, unit="frames/s",
                    lost=dropped,
                    note=f"{seconds:.0f}s: produced {produced}, written {written} in {files} "
-                        f"files; RSS {result['rss_start_MiB']:.0f}->{result['rss_end_MiB']:.0f} "
-                        f"MiB (max {result['rss_max_MiB']:.0f}); FDs {start['fds']}->{end['fds']}")
+                        f"files, CA-skipped {skipped}, between files "
+                        f"{result['between_files']}; RSS {result['rss_start_MiB']:.0f}->"
+                        f"{result['rss_end_MiB']:.0f} MiB (max {result['rss_max_MiB']:.0f}); "
+                        f"FDs {start['fds']}->{end['fds']}")
         return result
     finally:
         rig.close()

@@ -22,7 +22,6 @@ from pathlib import Path
 from .layout import Layout, LayoutError, default_layout, load_layout
 from .naming import PathPolicy, TemplateError, c_format, temporary_name
 from .ndarray import NDArray
-from .single_file import SingleFileWriter
 from .nexus_writer import (
     Compression,
     FrameMismatch,
@@ -30,6 +29,7 @@ from .nexus_writer import (
     WriterError,
     WriterOptions,
 )
+from .single_file import SingleFileWriter
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,10 @@ class SaverError(Exception):
     """A refused action; the message is what WriteMessage shows."""
 
 
-def layout_status(spec: str, policy: PathPolicy = PathPolicy()) -> tuple[Layout | None, str]:
+NO_POLICY = PathPolicy()
+
+
+def layout_status(spec: str, policy: PathPolicy = NO_POLICY) -> tuple[Layout | None, str]:
     """Load XMLFileName's layout: (layout, "") or (None, ADCore-style message)."""
     if not spec.strip():
         return default_layout(), "Default layout selected"
@@ -102,7 +105,7 @@ class FileSaver:
     """The file-writing half of the plugin, driven from one worker thread."""
 
     def __init__(self, params: Mapping[str, object], post: Callable[..., None],
-                 queue_size: int = 20, policy: PathPolicy = PathPolicy()):
+                 queue_size: int = 20, policy: PathPolicy = NO_POLICY):
         self.params = params
         self.policy = policy
         self.post = post

@@ -298,6 +298,7 @@ class NexusWriter:
             self._open_attrs = file_attribute_list(first)
             self._last_attrs = self._open_attrs
             self._detectors: dict[str, h5py.Dataset] = {}
+            self._direct: set[str] = set()
             self._det_counts: dict[str, int] = {}
             self._default_detector = default_detector.path
             self._close_attributes: list[tuple[h5py.HLObject, Attribute]] = []
@@ -374,6 +375,11 @@ class NexusWriter:
         self._apply_attributes(ds, dataset.attributes)  # a layout attribute wins
         self._detectors[dataset.path] = ds
         self._det_counts[dataset.path] = 0
+        # One uncompressed chunk per frame: the frame's bytes are the chunk, written
+        # with H5Dwrite_chunk (as ADCore does when dims and codec match one chunk).
+        frame_chunk = (1, *frame_shape) if self.options.multi_frame else frame_shape
+        if not self._compression and chunks == frame_chunk:
+            self._direct.add(dataset.path)
 
     def _fill_value(self):
         value = self.options.fill_value
@@ -481,7 +487,12 @@ class NexusWriter:
             index = self._det_counts[path]
             if index > 0:
                 ds.resize(index + 1, axis=0)
-            ds[index] = data
+            if path in self._direct:
+                ds.id.write_direct_chunk((index,) + (0,) * data.ndim, memoryview(data).cast("B"))
+            else:
+                ds[index] = data
+        elif path in self._direct:
+            ds.id.write_direct_chunk((0,) * data.ndim, memoryview(data).cast("B"))
         else:
             ds[...] = data
         self._det_counts[path] += 1

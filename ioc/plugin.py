@@ -135,11 +135,16 @@ class PluginBase(PVGroup):
 
     # -- values from other threads ---------------------------------------------------
     def post(self, **updates: Any) -> None:
-        """Thread-safe: publish values (coalesced, except EVERY_VALUE PVs)."""
+        """Thread-safe: publish values that changed (coalesced, except EVERY_VALUE PVs,
+        whose every value is published).  The saver describes every frame with ~30
+        values; most do not change, and each PV write costs the server loop time."""
         with self._post_lock:
             for suffix, value in updates.items():
                 if suffix in self.table:
-                    self.params[suffix] = to_param(self.table[suffix], value)
+                    new = to_param(self.table[suffix], value)
+                    if suffix not in EVERY_VALUE and self.params.get(suffix) == new:
+                        continue
+                    self.params[suffix] = new
                 if suffix in EVERY_VALUE:
                     self._sequence.append((suffix, value))
                 else:

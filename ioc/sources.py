@@ -250,6 +250,7 @@ class CAImageSource:
         self._callbacks: list = []
         self._pvs: list = []
         self._connected: set[str] = set()
+        self._live: set[str] = set()
         self._skip_current = True
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._finish_late, name="frame-timer", daemon=True)
@@ -280,6 +281,7 @@ class CAImageSource:
             return
         names = [self.prefix + "ArrayData"] + [self.prefix + s for s in _META]
         self._connected = set()
+        self._live = set()
         self._skip_current = True  # a new subscription first sends the value held now
         self._pvs = self.context.get_pvs(*names, timeout=2.0,
                                          connection_state_callback=self._on_connection)
@@ -310,23 +312,32 @@ class CAImageSource:
     def _on_connection(self, pv, state: str) -> None:
         if not pv.name.startswith(self.prefix) or not self.prefix:
             return  # a PV of a previous prefix
+        log.info("%s %s", pv.name, state)
         if state == "connected":
             self._connected.add(pv.name)
         else:
             self._connected.discard(pv.name)
+            self._live.discard(pv.name)
             if pv.name.endswith("ArrayData"):
+                # After reconnecting, the first update is the frame the source holds:
+                # the one we saw last (a duplicate by UniqueId), a frame made while we
+                # were away (new: kept), or, from a restarted IOC, no frame at all
+                # (UniqueId 0: ignored).
                 with self._lock:
                     self.pending = None
-                    self.last_uid = None  # a restarted detector counts from 1 again
-                    # The first update after reconnecting is the value the source holds,
-                    # not a new frame.  (Set here, long before that update: the
-                    # "connected" callback may run after it.)
-                    self._skip_current = True
-        self.on_status({"connected": len(self._connected) == 1 + len(_META)})
+        self.on_status({"connected": self.connected})
+
+    def _mark_live(self, name: str) -> None:
+        """A PV counts as connected once its subscription delivers (not just the channel:
+        frames made before the monitors are back cannot be paired)."""
+        if name not in self._live:
+            self._live.add(name)
+            if self.connected:
+                self.on_status({"connected": True})
 
     @property
     def connected(self) -> bool:
-        return bool(self.prefix) and len(self._connected) == 1 + len(_META)
+        return bool(self.prefix) and len(self._connected & self._live) == 1 + len(_META)
 
     def read_current(self, timeout: float = 2.0) -> NDArray | None:
         """The frame the source holds now (used to prime the readbacks at connect)."""
@@ -349,9 +360,12 @@ class CAImageSource:
 
     # -- callbacks (caproto's callback thread) -----------------------------------------
     def _on_array(self, sub, response) -> None:
+        self._mark_live(sub.pv.name)
         with self._lock:
             if self._skip_current:
                 self._skip_current = False
+                log.info("ArrayData: skipping the value held at (re)connection (%d elements)",
+                         len(response.data))
                 return
             if self.pending is not None:
                 self._finish()
@@ -359,6 +373,7 @@ class CAImageSource:
 
     def _meta_callback(self, suffix: str):
         def callback(sub, response):
+            self._mark_live(sub.pv.name)
             with self._lock:
                 value = _scalar(response)
                 self.meta[suffix] = value
@@ -400,6 +415,8 @@ class CAImageSource:
             log.warning("an ArrayData update without its UniqueId_RBV; frame not used")
             return
         uid = int(pending.uid)
+        if uid == 0:
+            return  # what a detector IOC holds before its first frame
         if not self.accepting():
             # Nobody would take it (callbacks disabled, or the queue is full): hand over
             # only the id, without the cost of rebuilding the frame.
@@ -413,7 +430,8 @@ class CAImageSource:
             self.on_frame(frame)
 
     def _track(self, uid: int) -> bool:
-        """Count duplicates and gaps; False for a duplicate (to be ignored)."""
+        """Count duplicates and gaps; False for a duplicate (to be ignored).  A smaller
+        id than the last one is a restarted detector: it counts from 1 again."""
         if self.last_uid is not None:
             if uid == self.last_uid:
                 self.duplicates += 1

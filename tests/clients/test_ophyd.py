@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from system_setup import P, SIZE, W
+from system_setup import SIZE, P, W
 
 from ioc.sim import expected_pixels
 

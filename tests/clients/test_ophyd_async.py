@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import h5py
 import numpy as np
 import pytest
-from system_setup import P, SIZE
+from system_setup import SIZE, P
 
 from ioc.sim import expected_pixels
 

@@ -3,7 +3,6 @@ and element count, checked against a table written from the reference, over real
 
 from __future__ import annotations
 
-
 import pytest
 from ioc_harness import wait_for
 from system_setup import W

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from ioc_harness import Client, IOCProcess, wait_for
-from system_setup import CAM, P, SIZE, W, Setup
+from system_setup import CAM, SIZE, P, Setup, W
 
 from ioc._xml import MAX_XML_BYTES, MAX_XML_DEPTH
 from ioc.sim import expected_pixels
@@ -28,7 +28,7 @@ class Fresh:
         self.logs.mkdir(exist_ok=True)
         self.sim = self.start_sim()
         self.writer = IOCProcess(["serve", "--prefix", W, "--source", P + "image1:", "--cam", CAM,
-                                  *writer_args], env.server_env(1), self.logs / "writer.log",
+                                  "-v", *writer_args], env.server_env(1), self.logs / "writer.log",
                                  max_file_size=max_file_size, cwd=cwd)
         self.client = Client()
         self.setup = Setup(self.client, env, self.sim, self.writer, self.logs)
