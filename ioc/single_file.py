@@ -64,13 +64,18 @@ class SingleFileWriter:
         self.fast_files = 0
         self.slow_files = 0
         self._last_time: float | None = None
+        self._checked_layout: Layout | None = None
+        self._layout_ok = False
 
     def key(self, layout: Layout, options: WriterOptions, frame: NDArray,
             file_name: str) -> tuple | None:
         """What a template depends on; None when the fast path cannot be used."""
         if options.multi_frame or options.swmr or options.compression != Compression.NONE:
             return None
-        if _has_ndattribute_attributes(layout):
+        if layout is not self._checked_layout:
+            self._checked_layout = layout
+            self._layout_ok = not _has_ndattribute_attributes(layout)
+        if not self._layout_ok:
             return None
         attrs = file_attribute_list(frame) if options.store_attributes else {}
         destination = None
