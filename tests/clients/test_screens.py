@@ -90,15 +90,22 @@ def test_pydm_renders_live_values(ca_env, tmp_path):
         display.show()
         labels = {label.toolTip(): label for label in display.findChildren(PyDMLabel)}
 
+        def shows(suffix, check):
+            def ready():
+                app.processEvents()
+                return check(labels[suffix].text())
+            return ready
+
         def connected():
             app.processEvents()
             return all(not label.text().startswith("ca://") for label in labels.values())
 
-        wait_for(connected, 20, what="every PyDM label to connect")
-        assert labels["FilePath_RBV"].text() == f"{tmp_path}/"
-        assert labels["FileName_RBV"].text() == "screen_test"
-        assert labels["PluginType_RBV"].text().startswith("NDFileHDF5")
-        assert labels["FileWriteMode_RBV"].text() == "Single"
+        wait_for(connected, 30, what="every PyDM label to connect")
+        # live values: what caput wrote, and the IOC's own readbacks
+        wait_for(shows("FilePath_RBV", lambda t: t == f"{tmp_path}/"), 10)
+        wait_for(shows("FileName_RBV", lambda t: t == "screen_test"), 10)
+        wait_for(shows("PluginType_RBV", lambda t: t.startswith("NDFileHDF5")), 10)
+        wait_for(shows("FileWriteMode_RBV", lambda t: t == "Single"), 10)
         for _ in range(10):
             app.processEvents()
             time.sleep(0.05)

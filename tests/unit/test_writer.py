@@ -198,9 +198,11 @@ def test_links_constants_and_ndattribute_dataset_attributes(tmp_path):
 
 
 def test_minimal_layout_puts_unplaced_attributes_in_root(tmp_path):
-    layout = load_layout('<hdf5_layout><group name="entry"><dataset name="data" '
-                         'source="detector"/></group></hdf5_layout>'.replace(
-                             "<hdf5_layout>", '<?xml version="1.0"?><hdf5_layout>'))
+    # ADCore's hdf5_layout_minimal.xml style: a file without an XML declaration
+    path = tmp_path / "minimal.xml"
+    path.write_text('<hdf5_layout><group name="entry"><dataset name="data" '
+                    'source="detector"/></group></hdf5_layout>')
+    layout = load_layout(path)
     write_single(tmp_path / "r.h5", layout, frames_with(1)[0])
     with h5py.File(tmp_path / "r.h5") as f:
         assert "Temp" in f and "NDArrayUniqueId" in f and "timestamp" in f
