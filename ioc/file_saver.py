@@ -300,7 +300,7 @@ class FileSaver:
         """Close, rename TempSuffix files, report RunTime and IOSpeed."""
         runtime = writer.runtime
         frames = writer.frames_written
-        frame_bytes = writer._frame_bytes
+        frame_bytes = writer.frame_bytes
         written, final = self.paths
         try:
             writer.close()

@@ -556,6 +556,26 @@ class NexusWriter:
         group.create_dataset(name, data=rows, maxshape=(None, None),
                              chunks=(max(1, min(len(rows), self._attribute_chunk())), 5))
 
+    # -- what the file holds (for the template writer and the saver) ---------------------
+    @property
+    def frame_bytes(self) -> int:
+        return self._frame_bytes
+
+    @property
+    def performance_path(self) -> str | None:
+        if self._perf_location is None:
+            return None
+        return _join(*self._perf_location)
+
+    def attribute_datasets(self) -> list[tuple[str, str, NDAttrType, int]]:
+        """(NDAttribute name, dataset path, type, values written) of each NDAttribute dataset."""
+        return [(h.name, h.path, h.dtype, h.count) for h in self._attr_datasets]
+
+    def destination(self, frame: NDArray) -> str:
+        """The detector dataset ``frame`` goes to."""
+        values = file_attribute_list(frame) if self.options.store_attributes else {}
+        return self._destination(values)
+
     @property
     def runtime(self) -> float:
         return time.perf_counter() - self._t_open

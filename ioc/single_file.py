@@ -113,25 +113,21 @@ class SingleFileWriter:
                        options: WriterOptions, file_name: str) -> _Template | None:
         data = Path(path).read_bytes()
         with h5py.File(path, "r") as f:
-            destination = writer._destination(file_attribute_list(frame)
-                                              if options.store_attributes else {})
-            image = self._chunk(f[destination])
+            image = self._chunk(f[writer.destination(frame)])
             if image is None or image.size != frame.nbytes:
                 return None
             attributes = {}
-            for holder in writer._attr_datasets:
-                if holder.dtype is NDAttrType.Undefined or holder.count != 1:
+            for name, path_, dtype, count in writer.attribute_datasets():
+                if dtype is NDAttrType.Undefined or count != 1:
                     continue
-                patch = self._chunk(f[holder.path])
+                patch = self._chunk(f[path_])
                 if patch is None:
                     return None
-                attributes[holder.name] = (patch, holder.dtype)
+                attributes[name] = (patch, dtype)
             performance = None
-            if writer._perf_location is not None:
-                group, name = writer._perf_location
-                perf_path = f"/{name}" if group == "/" else f"{group}/{name}"
-                if perf_path in f:
-                    performance = self._chunk(f[perf_path])
+            perf_path = writer.performance_path
+            if perf_path is not None and perf_path in f:
+                performance = self._chunk(f[perf_path])
             names = {}
             for attr in ("file_name", "file_time"):
                 value = f.attrs[attr]

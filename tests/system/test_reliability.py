@@ -172,7 +172,6 @@ def test_detector_restart_mid_stream(fresh):
     assert s.get("Capture_RBV") == "Capturing"  # the file stays open
     fresh.sim = fresh.start_sim()
     wait_for(lambda: s.get("SourceConnected_RBV") == "Connected", 60)
-    s.reset_sim = None
     s.cam_put("SizeX", SIZE[0])
     s.cam_put("SizeY", SIZE[1])
     s.cam_put("ImageMode", "Multiple")
