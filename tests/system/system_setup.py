@@ -76,6 +76,24 @@ class Setup:
             self.settle(last)
         return list(range(first, last + 1))
 
+    def settle_counts(self, quiet: float = 1.5, timeout: float = 120.0) -> None:
+        """Wait until every frame in flight (CA buffers, the queue) has been handled:
+        the counters stop changing and the queue is empty."""
+        def counts():
+            return (self.get("DroppedArrays_RBV"), self.get("ArrayCounter_RBV"),
+                    self.get("SourceSkipped_RBV"), self.get("NumQueuedArrays"))
+
+        deadline = time.monotonic() + timeout
+        last, since = counts(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = counts()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet and now[3] == 0:
+                return
+        raise TimeoutError("frame counters did not settle")
+
     def settle(self, last_uid: int, timeout: float = 30.0) -> None:
         wait_for(lambda: self.get("UniqueId_RBV") == last_uid and self.get("NumQueuedArrays") == 0,
                  timeout, what=f"writer to process frame {last_uid}")
