@@ -112,6 +112,21 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
     raise TimeoutError(f"timed out waiting for {what or predicate} (last: {last!r})")
 
 
+def wait_until_quiet(progress, quiet: float = 1.0, timeout: float = 30.0) -> bool:
+    """Wait until ``progress()`` has not changed for ``quiet`` seconds (frames in flight);
+    False if it was still changing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last, since = progress(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return True
+    return False
+
+
 class Client:
     """A caproto threading client with convenience get/put by PV name."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ._caenv import CAEnvironment, Client, IOCProcess, wait_for
+from ._caenv import CAEnvironment, Client, IOCProcess, wait_for, wait_until_quiet
 from .layout import Layout, default_layout, load_layout
 from .ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, file_attribute_list
 from .nexus_writer import Compression, NexusWriter, WriterOptions
@@ -247,7 +247,7 @@ def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration) -> flo
         for rate in rates:
             received.clear()
             ids = rig.acquire(max(int(rate * duration), 5), rate)
-            _settle(lambda: len(received))
+            wait_until_quiet(lambda: len(received))
             lost = len(set(ids) - set(received))
             report.add(test="CA transport alone (sim -> CA client)", size=f"{shape[1]}x{shape[0]}",
                        dtype=dtype, rate=rate, unit="frames/s target", lost=lost,
@@ -297,7 +297,7 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
                                        daemon=True)
             sampler.start()
             ids = rig.acquire(n, rate)
-            _settle(lambda: (c.get(WRITER + "UniqueId_RBV"), c.get(WRITER + "ArrayCounter_RBV"),
+            wait_until_quiet(lambda: (c.get(WRITER + "UniqueId_RBV"), c.get(WRITER + "ArrayCounter_RBV"),
                              c.get(WRITER + "NumQueuedArrays")))
             wait_for(lambda: c.get(WRITER + "NumQueuedArrays") == 0, 120, what="queue drained")
             if mode == "single":
@@ -332,19 +332,6 @@ def _sample_rss(process, peaks: list[int], done) -> None:
         except Exception:  # noqa: BLE001 - the process is gone
             return
         time.sleep(0.05)
-
-
-def _settle(progress, quiet: float = 1.0, timeout: float = 30.0) -> None:
-    """Wait until ``progress()`` has not changed for ``quiet`` seconds (frames in flight)."""
-    deadline = time.monotonic() + timeout
-    last, since = progress(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = progress()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return
 
 
 def _written_ids(directory: Path, mode: str) -> list[int]:

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ioc_harness import CAEnvironment, Client, IOCProcess, wait_for
+from ioc_harness import CAEnvironment, Client, IOCProcess, wait_for, wait_until_quiet
 
 P = "TST:"
 W = P + "HDF1:"
@@ -76,23 +76,15 @@ class Setup:
             self.settle(last)
         return list(range(first, last + 1))
 
-    def settle_counts(self, quiet: float = 1.5, timeout: float = 120.0) -> None:
+    def settle_counts(self, timeout: float = 120.0) -> None:
         """Wait until every frame in flight (CA buffers, the queue) has been handled:
         the counters stop changing and the queue is empty."""
         def counts():
             return (self.get("DroppedArrays_RBV"), self.get("ArrayCounter_RBV"),
                     self.get("SourceSkipped_RBV"), self.get("NumQueuedArrays"))
 
-        deadline = time.monotonic() + timeout
-        last, since = counts(), time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.1)
-            now = counts()
-            if now != last:
-                last, since = now, time.monotonic()
-            elif time.monotonic() - since >= quiet and now[3] == 0:
-                return
-        raise TimeoutError("frame counters did not settle")
+        if not wait_until_quiet(counts, 1.5, timeout) or self.get("NumQueuedArrays"):
+            raise TimeoutError("frame counters did not settle")
 
     def settle(self, last_uid: int, timeout: float = 30.0) -> None:
         wait_for(lambda: self.get("UniqueId_RBV") == last_uid and self.get("NumQueuedArrays") == 0,
