@@ -111,6 +111,7 @@ class FileSaver:
         self.post = post
         self.queue = FrameQueue(queue_size)
         self.single = SingleFileWriter()
+        self._described_dims: tuple[int, ...] = ()
         self._layout_cache: tuple[tuple, Layout] | None = None
         self.last_frame: NDArray | None = None
         self.capturing = False
@@ -225,19 +226,22 @@ class FileSaver:
         self.post(ExecutionTime_RBV=(time.perf_counter() - t0) * 1e3)
 
     def _describe(self, frame: NDArray) -> None:
-        """NDArrayBase readbacks describe the last frame processed."""
+        """NDArrayBase readbacks describe the last frame processed (the sizes are
+        posted only when they change, as ADCore posts Dimensions_RBV)."""
         dims = frame.dims
-        padded = tuple(dims) + (0,) * (10 - len(dims))
-        sizes = {f"ArraySize{i}_RBV": padded[i] for i in range(10)}
-        sizes.update({f"ArraySize{i}": padded[i] for i in range(10)})
         color = frame.attributes.get("ColorMode")
         self.post(
             UniqueId_RBV=frame.unique_id, TimeStamp_RBV=frame.timestamp,
             EpicsTSSec_RBV=frame.epics_ts_sec, EpicsTSNsec_RBV=frame.epics_ts_nsec,
-            NDimensions_RBV=len(dims), DataType_RBV=int(frame.data_type),
+            DataType_RBV=int(frame.data_type),
             ColorMode_RBV=int(color.value) if color is not None and color.defined else 0,
-            Dimensions_RBV=padded, **sizes,
         )
+        if dims != self._described_dims:
+            self._described_dims = dims
+            padded = tuple(dims) + (0,) * (10 - len(dims))
+            sizes = {f"ArraySize{i}_RBV": padded[i] for i in range(10)}
+            sizes.update({f"ArraySize{i}": padded[i] for i in range(10)})
+            self.post(NDimensions_RBV=len(dims), Dimensions_RBV=padded, **sizes)
 
     # -- naming -------------------------------------------------------------------
     def _next_name(self, swmr: bool) -> tuple[Path, Path]:

@@ -67,8 +67,8 @@ class SingleFileWriter:
         self._checked_layout: Layout | None = None
         self._layout_ok = False
 
-    def key(self, layout: Layout, options: WriterOptions, frame: NDArray,
-            file_name: str) -> tuple | None:
+    def key(self, layout: Layout, options: WriterOptions, frame: NDArray, file_name: str,
+            attrs: dict) -> tuple | None:
         """What a template depends on; None when the fast path cannot be used."""
         if options.multi_frame or options.swmr or options.compression != Compression.NONE:
             return None
@@ -77,7 +77,6 @@ class SingleFileWriter:
             self._layout_ok = not _has_ndattribute_attributes(layout)
         if not self._layout_ok:
             return None
-        attrs = file_attribute_list(frame) if options.store_attributes else {}
         destination = None
         if layout.data_destination and layout.data_destination in attrs:
             destination = str(attrs[layout.data_destination].value)
@@ -91,10 +90,11 @@ class SingleFileWriter:
               file_name: str) -> list[str]:
         """Write ``frame`` as a complete file at ``path``; returns the writer's warnings."""
         t0 = time.perf_counter()
-        key = self.key(layout, options, frame, file_name)
+        attrs = file_attribute_list(frame) if options.store_attributes else {}
+        key = self.key(layout, options, frame, file_name, attrs)
         template = self.template
         if key is not None and template is not None and template.key == key:
-            self._write_fast(path, template, frame, options, file_name, t0)
+            self._write_fast(path, template, frame, attrs, file_name, t0)
             self.fast_files += 1
             return template.warnings
         writer = NexusWriter(path, layout, frame, options, file_name=file_name)
@@ -147,12 +147,11 @@ class SingleFileWriter:
         return _Patch(int(info.byte_offset), int(info.size))
 
     # -- a file from the template ---------------------------------------------------
-    def _write_fast(self, path: Path, t: _Template, frame: NDArray, options: WriterOptions,
+    def _write_fast(self, path: Path, t: _Template, frame: NDArray, values: dict,
                     file_name: str, t0: float) -> None:
         patches: list[tuple[_Patch, bytes | memoryview]] = []
         image = np.ascontiguousarray(frame.data, dtype=frame.data.dtype.newbyteorder("<"))
         patches.append((t.image, memoryview(image).cast("B")))
-        values = file_attribute_list(frame) if options.store_attributes else {}
         for name, (patch, dtype) in t.attributes.items():
             attribute = values[name]
             if dtype is NDAttrType.String:
