@@ -180,3 +180,17 @@ class Client:
     def close(self):
         with contextlib.suppress(Exception):
             self.ctx.disconnect()
+
+
+def tree_memory(process) -> int:
+    """Memory of a process and its children (the IOC's receiver process): the sum of
+    their PSS, so that the shared-memory slots both map count once."""
+    import psutil
+
+    total = 0
+    for p in (process, *process.children(recursive=True)):
+        try:
+            total += p.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total

@@ -204,7 +204,7 @@ class FileSaver:
                 saved = self._write_single(frame)
         elif mode == CAPTURE:
             if self.capturing:
-                self.buffer.append(frame)
+                self.buffer.append(frame.detached())  # held for long: off the slot
                 self.num_captured = len(self.buffer)
                 self.post(NumCaptured_RBV=self.num_captured)
                 saved = True

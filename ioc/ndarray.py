@@ -7,6 +7,7 @@ Mirrors ADCore's ``NDArray`` / ``NDAttribute`` (``ADApp/ADSrc/NDAttribute.h``).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -142,6 +143,16 @@ class NDArray:
     @property
     def nbytes(self) -> int:
         return int(self.data.nbytes)
+
+    def detached(self) -> NDArray:
+        """This frame with pixels in memory of its own: for frames kept for long (Capture
+        buffers), whose data may view a receiver's shared-memory slot."""
+        base = self.data
+        while isinstance(base, np.ndarray) and not base.flags.owndata:
+            base = base.base
+        if isinstance(base, np.ndarray):
+            return self
+        return dataclasses.replace(self, data=self.data.copy())
 
     def dim_offsets(self) -> tuple[int, ...]:
         return self.offset or (0,) * self.data.ndim

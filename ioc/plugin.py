@@ -107,6 +107,7 @@ class PluginBase(PVGroup):
     """Behaviour shared by the generated group; see ``make_group_class``."""
 
     type_map = {**pvspec_type_map, str: CharData}
+    PUBLISH_INTERVAL = 0.01  # s, between two flushes of posted values (only when busy)
 
     def __init__(self, *args, table: tuple[PV, ...], **kwargs):
         super().__init__(*args, **kwargs)
@@ -115,6 +116,7 @@ class PluginBase(PVGroup):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.saver = None  # ioc.file_saver.FileSaver, attached by the server
         self.on_source_prefix: Callable[[str], None] | None = None
+        self.on_queue_size: Callable[[int], None] | None = None
         self.on_attributes: Callable[[str, str], Any] | None = None
         self.check_layout: Callable[[str], tuple[Any, str]] | None = None
         self.available_compressions: set[int] = {0, 3}
@@ -125,6 +127,7 @@ class PluginBase(PVGroup):
         self._sequence: list[tuple[str, Any]] = []
         self._post_lock = threading.Lock()
         self._flush_scheduled = False
+        self._last_flush = float("-inf")
         self._dropped = 0
         self._last_accept = 0.0
         self._frame_lock = threading.Lock()
@@ -158,6 +161,16 @@ class PluginBase(PVGroup):
             pass
 
     def _schedule_flush(self) -> None:
+        # At most one flush per PUBLISH_INTERVAL: at hundreds of frames/s the per-frame
+        # readbacks coalesce to their latest value instead of costing a server write each.
+        delay = self._last_flush + self.PUBLISH_INTERVAL - self.loop.time()
+        if delay > 0:
+            self.loop.call_later(delay, self._start_flush)
+        else:
+            self._start_flush()
+
+    def _start_flush(self) -> None:
+        self._last_flush = self.loop.time()
         self.loop.create_task(self._flush())
 
     async def _flush(self) -> None:
@@ -210,7 +223,11 @@ class PluginBase(PVGroup):
             await self._refuse(f"{suffix} cannot be changed while a file is open")
         handler = getattr(self, f"put_{suffix}", None)
         if handler is not None:
-            result = await handler(value)
+            try:
+                result = await handler(value)
+            finally:
+                # what the put changed is visible before the put completes
+                await self._flush()
             if result is not None:
                 value = result
         self.params[suffix] = to_param(pv, value)
@@ -348,6 +365,8 @@ class PluginBase(PVGroup):
         if size < 1:
             await self._refuse("QueueSize must be at least 1")
         self.saver.queue.capacity = size
+        if self.on_queue_size is not None:
+            self.on_queue_size(size)
         await self._publish("QueueFree", self.saver.queue.free)
 
     async def put_DroppedArrays(self, value):

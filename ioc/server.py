@@ -22,8 +22,11 @@ PORT_NAME = "FileHDF1"
 
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
-              queue_size: int = 20, allow_roots: tuple[str, ...] = ()):
-    """Create the PV group, the saver and the CA source (not started)."""
+              queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process"):
+    """Create the PV group, the saver and the CA source (not started).
+
+    ``receiver="process"`` receives images in a child process (frames in shared
+    memory); ``"thread"`` receives them in this process (one GIL for everything)."""
     import h5py
 
     from .sources import AttributeSampler, CAImageSource
@@ -55,14 +58,23 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
             group.post(SourceSkipped_RBV=status["skipped"])
         if "duplicates" in status:
             group.post(SourceDuplicates_RBV=status["duplicates"])
+        if "message" in status:
+            group.post(WriteMessage=str(status["message"])[:255])
 
     def on_error(message: str) -> None:
         count = int(group.params["InvalidFrames_RBV"]) + 1
         group.post(WriteMessage=message[:255], InvalidFrames_RBV=count)
 
-    image = CAImageSource(source, group.on_frame, accepting=group.accepting,
-                          on_status=on_status, on_error=on_error, attributes=sampler,
-                          context=context)
+    if receiver == "process":
+        from .receiver import ProcessImageSource
+
+        image = ProcessImageSource(source, group.on_frame, on_status=on_status,
+                                   on_error=on_error, attributes=sampler, queue_size=queue_size)
+        group.on_queue_size = image.set_queue_size
+    else:
+        image = CAImageSource(source, group.on_frame, accepting=group.accepting,
+                              on_status=on_status, on_error=on_error, attributes=sampler,
+                              context=context)
 
     def load(spec: str, macros: str) -> tuple[int, str]:
         try:
@@ -92,9 +104,12 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 def serve_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ._malloc import keep_frame_buffers
+
+    keep_frame_buffers()
     group, saver, image, context, cam, prime = build_ioc(
         args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-        tuple(args.allow_root))
+        tuple(args.allow_root), args.receiver)
     if not args.allow_root:
         log.warning("no --allow-root given: any CA client may make this IOC write files "
                     "anywhere its user can write")

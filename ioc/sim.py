@@ -308,6 +308,10 @@ def sim_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
     import signal
 
+    from ._malloc import keep_frame_buffers
+
+    keep_frame_buffers()
+
     import caproto._constants as constants
     from caproto.server import run
 

@@ -230,7 +230,8 @@ class CAImageSource:
                  accepting: Callable[[], bool] = lambda: True,
                  on_status: Callable[[dict], None] = lambda status: None,
                  on_error: Callable[[str], None] = lambda message: None,
-                 attributes: AttributeSampler | None = None, context=None):
+                 attributes: AttributeSampler | None = None, context=None,
+                 allocate: Callable[[int], np.ndarray | None] | None = None):
         from caproto.threading.client import Context
 
         self.context = context or Context()
@@ -240,6 +241,9 @@ class CAImageSource:
         self.on_status = on_status
         self.on_error = on_error
         self.attributes = attributes
+        # Where a frame's pixels go: ``allocate(nbytes)`` gives a writable uint8 buffer
+        # (the receiver process hands out shared-memory slots), or None for new memory.
+        self.allocate = allocate
         self.meta: dict[str, object] = {}
         self.pending: _Pending | None = None
         self.last_uid: int | None = None
@@ -423,7 +427,7 @@ class CAImageSource:
             if self._track(uid):
                 self.on_frame(uid)
             return
-        frame = self._build(pending, self.meta)
+        frame = self._build(pending, self.meta, allocate=self.allocate)
         if frame is None:
             return
         if self._track(uid):
@@ -444,7 +448,8 @@ class CAImageSource:
         self.last_uid = uid
         return True
 
-    def _build(self, pending: _Pending, meta: dict, quiet: bool = False) -> NDArray | None:
+    def _build(self, pending: _Pending, meta: dict, quiet: bool = False,
+               allocate: Callable[[int], np.ndarray | None] | None = None) -> NDArray | None:
         ndims = int(meta.get("NDimensions_RBV") or 0)
         dims = [int(meta.get(f"ArraySize{i}_RBV") or 0) for i in range(min(ndims, 3))]
         if ndims < 1 or ndims > 3 or any(d <= 0 for d in dims):
@@ -466,11 +471,15 @@ class CAImageSource:
         # Exactly one copy: little-endian (caproto's client hands out big-endian views of
         # its receive buffer, which must not stay pinned by a queued frame).
         wire = raw.dtype.newbyteorder("<")
-        if wire.itemsize == target.itemsize and wire.kind in "iu" and target.kind in "iu":
-            data = np.array(raw[:count], dtype=wire).view(target)  # e.g. SHORT carrying UInt16
+        reinterpret = wire.itemsize == target.itemsize and wire.kind in "iu" and target.kind in "iu"
+        stored = wire if reinterpret else target  # e.g. SHORT carrying UInt16: copy, then view
+        out = allocate(count * stored.itemsize) if allocate is not None else None
+        if out is None:
+            data = np.array(raw[:count], dtype=stored)
         else:
-            data = np.array(raw[:count], dtype=target)
-        data = data.reshape(tuple(reversed(dims)))
+            data = out.view(stored)
+            np.copyto(data, raw[:count], casting="unsafe")
+        data = data.view(target).reshape(tuple(reversed(dims)))
         color = int(meta.get("ColorMode_RBV") or 0)
         attrs = {"ColorMode": NDAttribute("ColorMode", color, NDAttrType.Int32, "Color mode",
                                           "Driver", NDAttrSource.DRIVER)}

@@ -1,5 +1,14 @@
 """Test-side names for the CA helpers (IOCs as subprocesses on private ports)."""
 
-from ioc._caenv import CAEnvironment, Client, IOCProcess, free_port, wait_for, wait_until_quiet
+from ioc._caenv import (
+    CAEnvironment,
+    Client,
+    IOCProcess,
+    free_port,
+    tree_memory,
+    wait_for,
+    wait_until_quiet,
+)
 
-__all__ = ["CAEnvironment", "Client", "IOCProcess", "free_port", "wait_for", "wait_until_quiet"]
+__all__ = ["CAEnvironment", "Client", "IOCProcess", "free_port", "tree_memory", "wait_for",
+           "wait_until_quiet"]

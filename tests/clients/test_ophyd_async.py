@@ -38,6 +38,10 @@ async def _fly(tmp_path, n: int):
     det.hdf.num_captured.clear_sub(on_captured)
     first_uid = await det.driver.array_counter.get_value() - n + 1
     await det.unstage()
+    from aioca import purge_channel_caches
+
+    # aioca's channels outlive this event loop; later tests' IOCs must not wake them
+    purge_channel_caches()
     return docs, seen, start, first_uid
 
 

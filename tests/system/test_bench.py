@@ -18,7 +18,8 @@ def test_bench_quick_runs_and_reports(tmp_path):
     assert summary["disk_MB_s"] > 0
     assert summary["ca_ceiling_fps"] >= 20
     assert summary["single_autosave_fps"] >= 20 and summary["stream_fps"] >= 20
-    assert 0 < summary["single_vs_limit"] <= 1.0 and 0 < summary["stream_vs_limit"] <= 1.0
+    # achieved rates (frames / elapsed) of the same asked rate differ by a few per mille
+    assert 0 < summary["single_vs_limit"] <= 1.05 and 0 < summary["stream_vs_limit"] <= 1.05
     assert 0 <= summary["peak_rss_over_base_MiB"] < summary["rss_budget_MiB"]
     tests = {row["test"] for row in report["rows"]}
     assert {"writer alone: baseline (naive h5py)", "writer alone: nexus-writer-ioc",

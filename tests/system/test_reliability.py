@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from ioc_harness import Client, IOCProcess, wait_for
+from ioc_harness import Client, IOCProcess, tree_memory, wait_for
 from system_setup import CAM, SIZE, P, Setup, W
 
 from ioc._xml import MAX_XML_BYTES, MAX_XML_DEPTH
@@ -56,6 +56,15 @@ def fresh(ca_env, tmp_path, request):
     f.close()
 
 
+def receivers(fresh: Fresh) -> list:
+    """The IOC's image receiver process(es)."""
+    import psutil
+
+    return [p for p in psutil.Process(fresh.writer.proc.pid).children(recursive=True)
+            if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in
+            " ".join(p.cmdline())]
+
+
 def final_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.h5"))
 
@@ -76,8 +85,10 @@ def test_signal_closes_the_open_file_and_exits_0(fresh, signum):
     # while open: only a hidden temporary name, never a half-written final name
     assert final_files(fresh.data) == []
     assert [p.name for p in fresh.data.iterdir()] == [".test_001.h5.partial"]
+    (receiver,) = receivers(fresh)
     fresh.writer.proc.send_signal(signum)
     assert fresh.writer.proc.wait(15) == 0
+    receiver.wait(5)  # the receiver process ends with the IOC
     (path,) = final_files(fresh.data)
     assert not list(fresh.data.glob(".*"))
     with h5py.File(path) as f:
@@ -187,6 +198,37 @@ def test_detector_restart_mid_stream(fresh):
         np.testing.assert_array_equal(frame, expected_pixels(uid, *SIZE))
 
 
+def test_receiver_process_killed_is_restarted(fresh):
+    s = fresh.setup
+    s.acquire(1)
+    stream(s)
+    first = s.acquire(3)
+    (receiver,) = receivers(fresh)
+    receiver.kill()
+    wait_for(lambda: "receiver process ended" in s.get("WriteMessage"), 15)
+    assert s.get("Capture_RBV") == "Capturing"  # the file stays open
+    wait_for(lambda: s.get("SourceConnected_RBV") == "Connected", 30)
+    (new,) = receivers(fresh)
+    assert new.pid != receiver.pid
+    second = s.acquire(3)
+    s.put("Capture", 0)
+    (path,) = final_files(fresh.data)
+    with h5py.File(path) as f:
+        data = f["/entry/data/data"][()]
+        ids = f["/entry/instrument/NDAttributes/NDArrayUniqueId"][()].tolist()
+    assert ids == first + second
+    for frame, uid in zip(data, first + second, strict=True):
+        np.testing.assert_array_equal(frame, expected_pixels(uid, *SIZE))
+
+
+def test_ioc_killed_leaves_no_receiver_behind(fresh):
+    (receiver,) = receivers(fresh)
+    fresh.writer.proc.kill()
+    fresh.writer.proc.wait(5)
+    receiver.wait(10)  # it sees the pipe close and exits
+    assert not receiver.is_running()
+
+
 @pytest.mark.writer(max_file_size=400_000)
 def test_disk_full_mid_file_then_recovers(fresh):
     s = fresh.setup
@@ -245,10 +287,10 @@ def test_overload_drops_exactly_memory_bounded_and_recovers(fresh):
     s.cam_put("SizeY", 512)
     s.acquire(1, settle=False)
     process = psutil.Process(fresh.writer.proc.pid)
-    rss_before = process.memory_info().rss
+    rss_before = tree_memory(process)  # the IOC and its receiver process
     # 200 frames/s of 512x512: CA keeps up, the zlib-9 writer does not
     uids = s.acquire(80, period=0.005, settle=False)
-    peak = process.memory_info().rss
+    peak = tree_memory(process)
     s.settle_counts()
     written = len(final_files(fresh.data)) - 1
     dropped = s.get("DroppedArrays_RBV")

@@ -18,6 +18,7 @@ from ioc.nexus_writer import (
     FrameMismatch,
     NexusWriter,
     WriterOptions,
+    _AttributeDataset,
     write_single,
 )
 
@@ -103,6 +104,31 @@ def test_multi_frame_unlimited_attributes_line_up(tmp_path):
         assert nd["Temp"][()].tolist() == [21.0, 22.0, 23.0, 24.0, 25.0]
         assert nd["Temp"].chunks == (16384,)  # NumCapture=0 -> 16384
         assert f["/entry/instrument/performance/timestamp"].shape == (5, 5)
+
+
+def test_attribute_values_written_in_batches_line_up_and_flush(tmp_path):
+    """Attribute values are kept and written in batches (BATCH frames): across batch
+    boundaries every frame's value is in place, and flush() writes what is kept."""
+    n = 2 * _AttributeDataset.BATCH + 7
+    frames = frames_with(n, extra={i: {"Note": f"n{i}"} for i in range(1, n + 1)})
+    writer = NexusWriter(tmp_path / "b.h5", default_layout(), frames[0],
+                         WriterOptions(multi_frame=True, num_capture=0))
+    for frame in frames[:10]:
+        writer.write(frame)
+    writer.flush()
+    nd = writer.file["/entry/instrument/NDAttributes"]
+    assert nd["NDArrayUniqueId"].shape == (10,)  # visible in the file after flush()
+    for frame in frames[10:]:
+        writer.write(frame)
+    writer.close()
+    with h5py.File(tmp_path / "b.h5") as f:
+        nd = f["/entry/instrument/NDAttributes"]
+        assert nd["NDArrayUniqueId"][()].tolist() == list(range(1, n + 1))
+        assert nd["Counter"].dtype == np.int32
+        assert nd["Counter"][()].tolist() == [100 + i for i in range(1, n + 1)]
+        assert nd["Temp"][()].tolist() == [20.0 + i for i in range(1, n + 1)]
+        assert [v.decode() for v in nd["Note"][()]] == [f"n{i}" for i in range(1, n + 1)]
+        assert f["/entry/data/data"].shape == (n, 4, 5)
 
 
 def test_multi_frame_bounded_maxshape_and_chunks(tmp_path):

@@ -1,0 +1,422 @@
+"""The image source in its own process: frames arrive in shared memory.
+
+Receiving a 1 Mpixel image over Channel Access costs about a core at a few hundred
+frames/s (caproto parses and copies in Python), and so does writing files.  In
+one process they share one GIL; here the CA client runs in a child process
+(``spawn``: no threads are forked) and copies each frame once, byte-swapped, into
+a shared-memory slot (an anonymous ``memfd``, its descriptor passed over the
+pipe: nothing is left behind in ``/dev/shm`` if a process is killed).  The IOC
+process maps the slot read-only and queues an ``NDArray`` viewing it; when the
+last reference to that array goes (file written, frame dropped), the slot goes
+back to the child.
+
+Memory stays bounded when the writer lags: the child holds at most ``max_slots``
+slots (QueueSize + a few in flight); with none free, a frame is passed on as its
+UniqueId only, and the IOC counts it in DroppedArrays, as a full queue does.
+
+``ProcessImageSource`` has the interface of ``sources.CAImageSource``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import mmap
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import numpy as np
+
+from .ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType
+from .sources import AttributeSampler
+
+log = logging.getLogger(__name__)
+
+# Frames in flight besides the queued ones: one being written, the last one kept
+# for "process last" / Stream opens, one in the pipe, one being received.
+IN_FLIGHT = 4
+
+
+class _Sender:
+    """Messages (pickled) and descriptors share one socket: one writer at a time."""
+
+    def __init__(self, conn, peer_pid: int):
+        self.conn = conn
+        self.peer_pid = peer_pid
+        self.lock = threading.Lock()
+
+    def send(self, message) -> None:
+        with self.lock:
+            self.conn.send(message)
+
+    def send_fd(self, message, fd: int) -> None:
+        from multiprocessing.reduction import send_handle
+
+        with self.lock:
+            self.conn.send(message)
+            send_handle(self.conn, fd, self.peer_pid)
+
+
+# -- the child ----------------------------------------------------------------------
+
+class _Slot:
+    __slots__ = ("index", "size", "mm", "busy")
+
+    def __init__(self, index: int):
+        self.index = index
+        self.size = 0
+        self.mm: mmap.mmap | None = None
+        self.busy = False
+
+
+class _SlotPool:
+    """The child's side: which slots are free, and (re)allocation of memfds."""
+
+    def __init__(self, sender: _Sender, max_slots: int):
+        self.sender = sender
+        self.max_slots = max_slots
+        self.slots: list[_Slot] = []
+        self.lock = threading.Lock()
+        self.current: _Slot | None = None
+
+    def available(self) -> bool:
+        with self.lock:
+            return len(self.slots) < self.max_slots or any(not s.busy for s in self.slots)
+
+    def allocate(self, nbytes: int) -> np.ndarray | None:
+        with self.lock:
+            if self.current is not None:
+                # built but never handed over (a duplicate UniqueId): free it again
+                self.current.busy = False
+                self.current = None
+            free = [s for s in self.slots if not s.busy]
+            fitting = [s for s in free if s.size >= nbytes]
+            if fitting:
+                slot = min(fitting, key=lambda s: s.size)
+            elif len(self.slots) < self.max_slots:
+                slot = _Slot(len(self.slots))
+                self.slots.append(slot)
+            elif free:
+                slot = free[0]
+            else:
+                return None
+            slot.busy = True
+        if slot.size < nbytes:
+            self._resize(slot, nbytes)
+        self.current = slot
+        return np.frombuffer(slot.mm, dtype=np.uint8, count=nbytes)
+
+    def _resize(self, slot: _Slot, nbytes: int) -> None:
+        size = max(nbytes, mmap.PAGESIZE)
+        fd = os.memfd_create(f"nexus-writer-slot{slot.index}", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            slot.mm = mmap.mmap(fd, size)  # the old mapping goes with its last view
+            slot.size = size
+            self.sender.send_fd(("slot", slot.index, size), fd)
+        finally:
+            os.close(fd)
+
+    def take_current(self) -> _Slot | None:
+        slot, self.current = self.current, None
+        return slot
+
+    def free(self, index: int) -> None:
+        with self.lock:
+            if index < len(self.slots):
+                self.slots[index].busy = False
+
+    def set_max(self, max_slots: int) -> None:
+        with self.lock:
+            self.max_slots = max(int(max_slots), 1)
+
+
+def _child_main(conn, prefix: str, max_slots: int, log_levels: dict[str, int]) -> None:
+    """Entry point of the receiver process."""
+    # Ctrl-C reaches the whole process group: the IOC stops us when it stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=log_levels.pop(""),
+                        format="%(asctime)s %(levelname)s receiver %(name)s: %(message)s")
+    for name, level in log_levels.items():
+        logging.getLogger(name).setLevel(level)
+    from . import _caproto_recv
+    from ._malloc import keep_frame_buffers
+    from .sources import CAImageSource
+
+    keep_frame_buffers()
+    _caproto_recv.install()
+    sender = _Sender(conn, os.getppid())
+    pool = _SlotPool(sender, max_slots)
+
+    def on_frame(frame) -> None:
+        slot = pool.take_current()
+        if isinstance(frame, int) or slot is None:
+            if slot is not None:
+                pool.free(slot.index)
+            sender.send(("uid", frame if isinstance(frame, int) else frame.unique_id))
+            return
+        color = frame.attributes.get("ColorMode")
+        sender.send(("frame", slot.index, frame.data.dtype.str, frame.data.shape,
+                     frame.unique_id, frame.timestamp, frame.epics_ts_sec, frame.epics_ts_nsec,
+                     int(color.value) if color is not None else 0))
+
+    source = CAImageSource(prefix, on_frame, accepting=pool.available,
+                           on_status=lambda status: sender.send(("status", status)),
+                           on_error=lambda message: sender.send(("error", message)),
+                           allocate=pool.allocate)
+    calls = {"set_prefix": source.set_prefix, "read_current": source.read_current}
+    source.start()
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return  # the IOC is gone
+            kind = message[0]
+            if kind == "free":
+                for index in message[1]:
+                    pool.free(index)
+            elif kind == "max_slots":
+                pool.set_max(message[1])
+            elif kind == "call":
+                _, call_id, name, args = message
+                try:
+                    result = ("result", call_id, calls[name](*args), None)
+                except Exception as exc:  # noqa: BLE001 - reported to the caller
+                    result = ("result", call_id, None, f"{type(exc).__name__}: {exc}")
+                sender.send(result)
+            elif kind == "stop":
+                return
+    finally:
+        source.stop()
+        try:
+            sender.send(("stopped",))
+        except OSError:
+            pass
+
+
+# -- the IOC's side ---------------------------------------------------------------------
+
+def _log_levels() -> dict[str, int]:
+    """This process's levels for the loggers the child uses ("" is the root)."""
+    return {name: logging.getLogger(name or None).getEffectiveLevel()
+            for name in ("", "ioc.sources", "caproto")}
+
+
+class ProcessImageSource:
+    """Runs ``CAImageSource`` in a child process; frames arrive in shared memory.
+
+    The child is supervised: if it dies (killed, out of memory), the IOC says so in
+    WriteMessage, shows the source disconnected and starts a new one after
+    ``RESTART_AFTER`` seconds.  Frames still queued from the old child stay valid (their
+    mappings live on); its slot numbers are never confused with the new child's."""
+
+    CALL_TIMEOUT = 15.0
+    RETURN_EVERY = 0.02  # s: slots freed while no message arrives go back this often
+    RESTART_AFTER = 1.0
+
+    def __init__(self, prefix: str, on_frame: Callable[[NDArray | int], None], *,
+                 on_status: Callable[[dict], None] = lambda status: None,
+                 on_error: Callable[[str], None] = lambda message: None,
+                 attributes: AttributeSampler | None = None, queue_size: int = 20):
+        self.prefix = prefix
+        self.on_frame = on_frame
+        self.on_status = on_status
+        self.on_error = on_error
+        self.attributes = attributes
+        self.max_slots = queue_size + IN_FLIGHT
+        self.connected = False
+        self.skipped = 0
+        self.duplicates = 0
+        self.restarts = 0
+        self.process = None
+        self._conn = None
+        self._sender: _Sender | None = None
+        self._maps: dict[int, mmap.mmap] = {}
+        self._calls: dict[int, Future] = {}
+        self._ids = itertools.count()
+        self._reader: threading.Thread | None = None
+        self._generation = 0
+        self._stopping = False
+        self._freed: list[int] = []
+        self._freed_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe(duplex=True)
+        process = context.Process(
+            target=_child_main, name="nexus-writer-receiver", daemon=True,
+            args=(theirs, self.prefix, self.max_slots, _log_levels()))
+        process.start()
+        theirs.close()
+        with self._freed_lock:
+            self._generation += 1
+            self._freed = []
+        self.process = process
+        self._conn = ours
+        self._sender = _Sender(ours, process.pid)
+        self._maps = {}
+        self._reader = threading.Thread(target=self._read, args=(ours, self._generation),
+                                        name="receiver-pipe", daemon=True)
+        self._reader.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        if self.process is None:
+            return
+        try:
+            self._sender.send(("stop",))
+        except OSError:
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout)
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(timeout)
+        self._conn.close()
+
+    def _restart(self, exitcode) -> None:
+        """The child ended without being asked: report, then start a new one."""
+        self.restarts += 1
+        message = (f"image receiver process ended (exit code {exitcode}); "
+                   f"restarting in {self.RESTART_AFTER:.0f} s")
+        log.error(message)
+        self.on_status({"message": message})
+        time.sleep(self.RESTART_AFTER)
+        if not self._stopping:
+            self.start()
+            log.warning("image receiver process restarted (pid %d)", self.process.pid)
+
+    def set_prefix(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._call("set_prefix", prefix)
+
+    def set_queue_size(self, size: int) -> None:
+        """QueueSize changed: the child may hold that many frames (plus those in flight)."""
+        self.max_slots = max(int(size), 1) + IN_FLIGHT
+        try:
+            self._sender.send(("max_slots", self.max_slots))
+        except OSError:
+            pass  # a new child starts with the new size
+
+    def read_current(self, timeout: float = 2.0) -> NDArray | None:
+        frame = self._call("read_current", timeout, timeout=timeout * 12 + 5)
+        if frame is not None and self.attributes is not None:
+            frame.attributes.update(self.attributes.sample())
+        return frame
+
+    def _call(self, name: str, *args, timeout: float | None = None):
+        call_id = next(self._ids)
+        future: Future = Future()
+        self._calls[call_id] = future
+        try:
+            self._sender.send(("call", call_id, name, args))
+        except OSError as exc:
+            self._calls.pop(call_id, None)
+            raise ConnectionError("the image receiver process is not running") from exc
+        return future.result(timeout or self.CALL_TIMEOUT)
+
+    # -- messages from the child (one thread per child) -----------------------------------
+    def _read(self, conn, generation: int) -> None:
+        from multiprocessing.reduction import recv_handle
+
+        handlers = {"frame": self._on_frame, "uid": self._on_uid, "status": self._on_status,
+                    "error": lambda message: self.on_error(message), "result": self._on_result}
+        stopped = False
+        while True:
+            try:
+                self._return_slots(generation)
+                if not conn.poll(self.RETURN_EVERY):
+                    continue
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "stopped":
+                stopped = True
+                break
+            if kind == "slot":
+                _, index, size = message
+                fd = recv_handle(conn)
+                try:
+                    # the previous mapping of this slot lives on in arrays still using it
+                    self._maps[index] = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+                finally:
+                    os.close(fd)
+                continue
+            try:
+                if kind == "frame":
+                    self._on_frame(generation, *message[1:])
+                else:
+                    handlers[kind](*message[1:])
+            except Exception:  # noqa: BLE001 - one bad message must not end the reader
+                log.exception("receiver message %s", kind)
+        if self.connected:
+            self.connected = False
+            self.on_status({"connected": False})
+        for future in list(self._calls.values()):
+            if not future.done():
+                future.set_exception(ConnectionError("the receiver process has ended"))
+        self._calls.clear()
+        if not stopped and not self._stopping:
+            process = self.process
+            process.join(5.0)
+            self._restart(process.exitcode)
+
+    def _on_frame(self, generation: int, index: int, dtype: str, shape: tuple, uid: int,
+                  timestamp: float, sec: int, nsec: int, color: int) -> None:
+        dtype_ = np.dtype(dtype)
+        count = int(np.prod(shape))
+        base = np.frombuffer(self._maps[index], dtype=dtype_, count=count)
+        # The slot returns to the child when the last view of it is gone.
+        weakref.finalize(base, self._free, generation, index)
+        attributes = {"ColorMode": NDAttribute("ColorMode", color, NDAttrType.Int32,
+                                               "Color mode", "Driver", NDAttrSource.DRIVER)}
+        if self.attributes is not None:
+            attributes.update(self.attributes.sample())
+        frame = NDArray(data=base.reshape(shape), unique_id=uid, timestamp=timestamp,
+                        epics_ts_sec=sec, epics_ts_nsec=nsec, attributes=attributes)
+        del base
+        self.on_frame(frame)
+
+    def _free(self, generation: int, index: int) -> None:
+        # Runs where the last view went (the file writer's thread): no system call
+        # here; the pipe thread returns the slots in batches.
+        with self._freed_lock:
+            if generation == self._generation:  # else: a slot of a child that has gone
+                self._freed.append(index)
+
+    def _return_slots(self, generation: int) -> None:
+        with self._freed_lock:
+            if generation != self._generation:
+                return
+            freed, self._freed = self._freed, []
+        if freed:
+            self._sender.send(("free", freed))
+
+    def _on_uid(self, uid: int) -> None:
+        self.on_frame(uid)
+
+    def _on_status(self, status: dict) -> None:
+        if "connected" in status:
+            self.connected = bool(status["connected"])
+        self.skipped = status.get("skipped", self.skipped)
+        self.duplicates = status.get("duplicates", self.duplicates)
+        self.on_status(status)
+
+    def _on_result(self, call_id: int, value, error: str | None) -> None:
+        future = self._calls.pop(call_id, None)
+        if future is None:
+            return
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(RuntimeError(error))
