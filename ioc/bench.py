@@ -496,7 +496,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 bench_writers(report, layout, shape, args.dtype, compression, duration, work)
             disk = bench_disk(report, work, 64 if args.quick else 1024)
             frame_mb = x * y * np.dtype(args.dtype).itemsize / 1e6
-            rates = [20, 50] if args.quick else [50, 100, 200, 300, 350, 400, 450, 500, 550, 600,
+            rates = [20, 50] if args.quick else [50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 600,
                                                    700, 800, 1000]
             e2e_duration = 1.0 if args.quick else args.duration
             ceiling = ca_ceiling(report, work, shape, args.dtype, rates, e2e_duration)
