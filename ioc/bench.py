@@ -126,15 +126,16 @@ def bench_writers(report: Report, layout: Layout, shape, dtype: str, compression
     writers = {"baseline (naive h5py)": lambda p, f: naive_write(p, layout, f)}
     single, options = SingleFileWriter(), WriterOptions(compression=compression)
     writers["nexus-writer-ioc"] = lambda p, f: single.write(p, layout, f, options, str(p))
-    # Alternating rounds, each on a clean, synced file system (write-back and discard of
-    # the previous round's files would otherwise land in the next one); the median counts.
+    # Alternating rounds, each after a sync (write-back of the previous round's files would
+    # otherwise land in the next one); the median counts.  Files are deleted only when the
+    # bench ends: ext4 skips inodes freed in the last minute when it allocates new ones, so
+    # creating files right after deleting thousands measures the deletion (up to 4x slower).
     timings: dict[str, list[tuple[float, int]]] = {name: [] for name in writers}
     for _ in range(ROUNDS):
         for name, write in writers.items():
             d = Path(tempfile.mkdtemp(dir=work))
             os.sync()
             timings[name].append(_files_per_second(write, frames, d, duration / ROUNDS))
-            shutil.rmtree(d)
     results = {}
     for name, runs in timings.items():
         per_file = statistics.median(t for t, _ in runs)
@@ -404,6 +405,19 @@ def _written_ids(directory: Path, mode: str) -> list[int]:
     return ids
 
 
+def _tree_fds(process) -> int:
+    """Open file descriptors of a process and its children."""
+    import psutil
+
+    total = 0
+    for p in (process, *process.children(recursive=True)):
+        try:
+            total += p.num_fds()
+        except psutil.Error:
+            pass
+    return total
+
+
 def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: float,
          frames_per_file: int = 500) -> dict:
     """Stream files of ``frames_per_file`` frames for ``seconds``; RSS and FDs at start/end."""
@@ -423,7 +437,7 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
     c.put(rig.cam + "AcquirePeriod", 1.0 / rate)
     first_uid = c.get(rig.cam + "ArrayCounter_RBV") + 1
     skipped_before = c.get(WRITER + "SourceSkipped_RBV")
-    start = {"rss": process.memory_info().rss, "fds": process.num_fds()}
+    start = {"rss": tree_memory(process), "fds": _tree_fds(process)}
     samples = []
     written = 0
     files = 0
@@ -438,7 +452,7 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
                     path.unlink()
                     files += 1
                 c.put(WRITER + "Capture", 1)
-            samples.append((time.monotonic() - t0, process.memory_info().rss, process.num_fds()))
+            samples.append((time.monotonic() - t0, tree_memory(process), _tree_fds(process)))
             time.sleep(0.5)
         c.put(rig.cam + "Acquire", 0)
         time.sleep(1.0)
@@ -448,7 +462,7 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
             with h5py.File(path, "r") as f:
                 written += len(f["/entry/instrument/NDAttributes/NDArrayUniqueId"])
             files += 1
-        end = {"rss": process.memory_info().rss, "fds": process.num_fds()}
+        end = {"rss": tree_memory(process), "fds": _tree_fds(process)}
         produced = last_uid - first_uid + 1
         # frames produced while no capture was armed (between files) are not lost
         dropped = c.get(WRITER + "DroppedArrays_RBV")
@@ -464,7 +478,8 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
                    lost=dropped,
                    note=f"{seconds:.0f}s: produced {produced}, written {written} in {files} "
                         f"files, CA-skipped {skipped}, between files "
-                        f"{result['between_files']}; RSS {result['rss_start_MiB']:.0f}->"
+                        f"{result['between_files']}; memory (PSS, IOC + receiver) "
+                        f"{result['rss_start_MiB']:.0f}->"
                         f"{result['rss_end_MiB']:.0f} MiB (max {result['rss_max_MiB']:.0f}); "
                         f"FDs {start['fds']}->{end['fds']}")
         return result
@@ -501,11 +516,11 @@ def bench_main(args: argparse.Namespace) -> int:
             e2e_duration = 1.0 if args.quick else args.duration
             ceiling = ca_ceiling(report, work, shape, args.dtype, rates, e2e_duration)
             limit = min(ceiling, disk / frame_mb)
+            queue = args.queue_size
             single, peak1 = end_to_end(report, work, shape, args.dtype, rates, e2e_duration,
-                                       "single")
+                                       "single", queue)
             stream, peak2 = end_to_end(report, work, shape, args.dtype, rates, e2e_duration,
-                                       "stream")
-            queue = 20
+                                       "stream", queue)
             rss_budget = queue * x * y * np.dtype(args.dtype).itemsize + 64 * 2**20
             report.summary.update({
                 "disk_MB_s": disk, "ca_ceiling_fps": ceiling, "limit_fps": limit,
@@ -513,7 +528,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 "single_vs_limit": single / limit if limit else 0.0,
                 "stream_vs_limit": stream / limit if limit else 0.0,
                 "peak_rss_over_base_MiB": max(peak1, peak2) / 2**20,
-                "rss_budget_MiB": rss_budget / 2**20,
+                "rss_budget_MiB": rss_budget / 2**20, "queue_size": queue,
             })
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -59,6 +59,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--compression", default="none",
                    choices=("none", "zlib", "blosc", "bslz4", "lz4"))
     p.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    p.add_argument("--queue-size", type=int, default=100,
+                   help="the writer's QueueSize end to end (it absorbs file-system stalls; the "
+                   "memory budget is QueueSize x frame size + 64 MiB)")
     p.add_argument("--layout", default="", help="layout to write (default: the default layout)")
     p.add_argument("--out", default=None, help="where to write (default: the temp directory)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

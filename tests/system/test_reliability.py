@@ -221,6 +221,23 @@ def test_receiver_process_killed_is_restarted(fresh):
         np.testing.assert_array_equal(frame, expected_pixels(uid, *SIZE))
 
 
+@pytest.mark.writer(writer_args=("--receiver", "thread"))
+def test_in_process_receiver_writes_the_same_frames(fresh):
+    """``serve --receiver thread``: no child process, the same files."""
+    assert receivers(fresh) == []
+    s = fresh.setup
+    s.acquire(1)
+    stream(s)
+    uids = s.acquire(4)
+    s.put("Capture", 0)
+    (path,) = final_files(fresh.data)
+    with h5py.File(path) as f:
+        data = f["/entry/data/data"][()]
+        assert f["/entry/instrument/NDAttributes/NDArrayUniqueId"][()].tolist() == uids
+    for frame, uid in zip(data, uids, strict=True):
+        np.testing.assert_array_equal(frame, expected_pixels(uid, *SIZE))
+
+
 def test_ioc_killed_leaves_no_receiver_behind(fresh):
     (receiver,) = receivers(fresh)
     fresh.writer.proc.kill()
