@@ -25,6 +25,9 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--receiver", choices=("process", "thread"), default="process",
                    help="receive images in a child process, frames in shared memory (default), "
                    "or in a thread of the IOC process")
+    p.add_argument("--keep-page-cache", action="store_true",
+                   help="leave written files in the page cache (default: write them back at "
+                   "once and drop them from memory soon after: faster, steadier)")
     p.add_argument("--list-pvs", action="store_true", help="print the PVs served, then serve")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=lambda args: _lazy('server', 'serve_main')(args))

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import _write_behind
 from .layout import Layout, LayoutError, default_layout, load_layout
 from .naming import PathPolicy, TemplateError, c_format, temporary_name
 from .ndarray import NDArray
@@ -104,6 +105,8 @@ def layout_status(spec: str, policy: PathPolicy = NO_POLICY) -> tuple[Layout | N
 class FileSaver:
     """The file-writing half of the plugin, driven from one worker thread."""
 
+    IDLE_AFTER = 1.0  # s without work: files held for write-behind are let go
+
     def __init__(self, params: Mapping[str, object], post: Callable[..., None],
                  queue_size: int = 20, policy: PathPolicy = NO_POLICY):
         self.params = params
@@ -151,8 +154,9 @@ class FileSaver:
 
     def _run(self) -> None:
         while not self._stop:
-            item = self.queue.get()
+            item = self.queue.get(timeout=self.IDLE_AFTER)
             if item is None:
+                _write_behind.drop_all()  # idle: let go of the files written last
                 continue
             if isinstance(item, Command):
                 try:
@@ -167,6 +171,7 @@ class FileSaver:
                 except Exception:  # noqa: BLE001 - never let one frame kill the worker
                     log.exception("error processing frame %s", item.unique_id)
                     self._error(f"Internal error processing frame {item.unique_id}")
+            item = None  # a frame's memory (a receiver slot) goes back now, not at the next get
             self.post(QueueFree=self.queue.free, NumQueuedArrays=self.queue.frames)
 
     # -- parameters -----------------------------------------------------------
@@ -539,6 +544,7 @@ class FileSaver:
 
     def cmd_shutdown(self) -> None:
         self._close_stream()
+        _write_behind.drop_all()
         self._stop = True
 
     def cmd_sync(self) -> None:

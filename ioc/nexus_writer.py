@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__
+from . import __version__, _write_behind
 from .layout import Attribute, Dataset, Group, Layout, Placement, When, parse_constant
 from .ndarray import (
     ATTRIBUTE_STRING_SIZE,
@@ -314,6 +314,8 @@ class NexusWriter:
             self.file = h5py.File(self.path, "w", libver=libver, rdcc_nbytes=0)
         except OSError as exc:
             raise WriterError(f"cannot create {self.path}: {exc}") from exc
+        self._fd = _write_behind.h5_file_fd(self.file)
+        self._unadvised = 0
         try:
             self._open_attrs = file_attribute_list(first)
             self._last_attrs = self._open_attrs
@@ -516,6 +518,10 @@ class NexusWriter:
         else:
             ds[...] = data
         self._det_counts[path] += 1
+        self._unadvised += data.nbytes
+        if self._unadvised >= _write_behind.STREAM_EVERY and self._fd is not None:
+            self._unadvised = 0
+            _write_behind.advise(self._fd)
         for holder in self._attr_datasets:
             if holder.when is When.FRAME and holder.name in values:
                 holder.append(values[holder.name])
@@ -568,6 +574,7 @@ class NexusWriter:
                 self._write_performance(*self._perf_location)
         finally:
             self.file.close()
+        _write_behind.path_written(self.path)
 
     def _write_performance(self, group_path: str, name: str) -> None:
         group = self.file.require_group(group_path)

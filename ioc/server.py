@@ -104,9 +104,11 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 def serve_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from . import _write_behind
     from ._malloc import keep_frame_buffers
 
     keep_frame_buffers()
+    _write_behind.set_enabled(not args.keep_page_cache)
     group, saver, image, context, cam, prime = build_ioc(
         args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
         tuple(args.allow_root), args.receiver)

@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from . import _write_behind
 from .layout import Layout
 from .ndarray import ATTRIBUTE_STRING_SIZE, NDArray, NDAttrType, file_attribute_list
 from .nexus_writer import Compression, NexusWriter, WriterOptions
@@ -189,6 +190,7 @@ class SingleFileWriter:
                 while rest:
                     n = os.write(fd, rest)
                     rest = rest[n:]
+            _write_behind.file_written(fd)
         finally:
             os.close(fd)
         self._last_time = time.perf_counter()
