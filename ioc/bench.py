@@ -276,7 +276,34 @@ class CPUMeter:
                          for name in end) + " CPU ms/frame"
 
 
-def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration) -> float:
+def rate_search(rates, attempt, refine: int = 0) -> float:
+    """The highest achieved rate with zero loss: ``attempt(rate)`` -> (lost, achieved)
+    for each rate of ``rates`` until one loses frames, then ``refine`` bisections between
+    the last that did not and the first that did.  Stops early when the simulator cannot
+    reach the rate asked (the machine is saturated)."""
+    best, good, bad = 0.0, 0.0, None
+    for rate in rates:
+        lost, achieved = attempt(rate)
+        if lost:
+            bad = rate
+            break
+        best, good = max(best, achieved), rate
+        if achieved < 0.9 * rate:
+            return best
+    for _ in range(refine if bad is not None else 0):
+        rate = round((good + bad) / 2)
+        if rate in (good, bad):
+            break
+        lost, achieved = attempt(rate)
+        if lost:
+            bad = rate
+        else:
+            best, good = max(best, achieved), rate
+    return best
+
+
+def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration,
+               refine: int = 0) -> float:
     """Highest rate at which our CA receive path (the IOC's: a receiver process, frames in
     shared memory) gets every frame; nothing is written."""
     from .receiver import ProcessImageSource
@@ -297,7 +324,7 @@ def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration) -> flo
         wait_for(lambda: source.connected, 30, what="CA source")
         cpu = CPUMeter(sim=psutil.Process(rig.sim.proc.pid),
                        receiver=psutil.Process(source.process.pid))
-        for rate in rates:
+        def attempt(rate: float) -> tuple[int, float]:
             received.clear()
             cpu.start()
             ids, achieved = rig.acquire(max(int(rate * duration), 5), rate)
@@ -307,11 +334,9 @@ def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration) -> flo
                        dtype=dtype, rate=achieved, unit="frames/s", lost=lost,
                        note=f"asked {rate}/s; received {len(received)}/{len(ids)}; "
                             f"{cpu.per_frame(len(ids))}")
-            if lost:
-                break
-            best = max(best, achieved)
-            if achieved < 0.9 * rate:
-                break  # the simulator itself cannot go faster here
+            return lost, achieved
+
+        best = rate_search(rates, attempt, refine)
     finally:
         source.stop()
         rig.close()
@@ -319,7 +344,7 @@ def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration) -> flo
 
 
 def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: str,
-               queue: int = 20) -> tuple[float, int]:
+               queue: int = 20, refine: int = 0) -> tuple[float, int]:
     """Highest rate with zero lost frames, sim -> writer IOC -> files; and peak RSS."""
     import psutil
 
@@ -335,7 +360,9 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
                               ("FileTemplate", "%s%s_%6.6d.h5"), ("CreateDirectory", -1),
                               ("AutoIncrement", "Yes"), ("EnableCallbacks", "Enable")):
             c.put(WRITER + suffix, value)
-        for rate in rates:
+
+        def attempt(rate: float) -> tuple[int, float]:
+            nonlocal peak
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             c.put(WRITER + "FilePath", str(out))
@@ -377,11 +404,9 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
                        note=f"asked {rate}/s; written {len(written)}/{len(ids)}, dropped "
                             f"{c.get(WRITER + 'DroppedArrays_RBV')}, "
                             f"memory +{(max(peaks) - base_rss) / 2**20:.0f} MiB; {cpu_note}")
-            if lost:
-                break
-            best = max(best, achieved)
-            if achieved < 0.9 * rate:
-                break  # the simulator cannot go faster with the writer running
+            return lost, achieved
+
+        best = rate_search(rates, attempt, refine)
     finally:
         rig.close()
         shutil.rmtree(out, ignore_errors=True)
@@ -514,13 +539,14 @@ def bench_main(args: argparse.Namespace) -> int:
             rates = [20, 50] if args.quick else [50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 600,
                                                    700, 800, 1000]
             e2e_duration = 1.0 if args.quick else args.duration
-            ceiling = ca_ceiling(report, work, shape, args.dtype, rates, e2e_duration)
+            refine = 0 if args.quick else 2  # bisections after the first rate that loses
+            ceiling = ca_ceiling(report, work, shape, args.dtype, rates, e2e_duration, refine)
             limit = min(ceiling, disk / frame_mb)
             queue = args.queue_size
             single, peak1 = end_to_end(report, work, shape, args.dtype, rates, e2e_duration,
-                                       "single", queue)
+                                       "single", queue, refine)
             stream, peak2 = end_to_end(report, work, shape, args.dtype, rates, e2e_duration,
-                                       "stream", queue)
+                                       "stream", queue, refine)
             rss_budget = queue * x * y * np.dtype(args.dtype).itemsize + 64 * 2**20
             report.summary.update({
                 "disk_MB_s": disk, "ca_ceiling_fps": ceiling, "limit_fps": limit,
