@@ -31,7 +31,7 @@ class NDDataType(enum.IntEnum):
 
     @property
     def numpy(self) -> np.dtype:
-        return np.dtype(_NUMPY_OF[self]).newbyteorder("<")
+        return _DTYPES[self]  # built once: this is on every frame's path
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype) -> NDDataType:
@@ -54,6 +54,7 @@ _NUMPY_OF = {
     NDDataType.Float32: "f4",
     NDDataType.Float64: "f8",
 }
+_DTYPES = {member: np.dtype(name).newbyteorder("<") for member, name in _NUMPY_OF.items()}
 
 
 class NDAttrType(enum.IntEnum):
@@ -75,9 +76,10 @@ class NDAttrType(enum.IntEnum):
     @property
     def numpy(self) -> np.dtype | None:
         """Little-endian numpy dtype of a numeric type; None for String/Undefined."""
-        if self >= NDAttrType.String:
-            return None
-        return NDDataType(int(self)).numpy
+        return _ATTR_DTYPES.get(self)
+
+
+_ATTR_DTYPES = {t: _DTYPES[NDDataType(int(t))] for t in NDAttrType if t < NDAttrType.String}
 
 
 class NDAttrSource(enum.Enum):
