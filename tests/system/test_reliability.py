@@ -65,6 +65,17 @@ def receivers(fresh: Fresh) -> list:
             " ".join(p.cmdline())]
 
 
+def assert_one_stream_file(fresh: Fresh, uids: list[int]) -> None:
+    """Exactly one file, holding these frames in order, with the simulator's pixels."""
+    (path,) = final_files(fresh.data)
+    with h5py.File(path) as f:
+        data = f["/entry/data/data"][()]
+        ids = f["/entry/instrument/NDAttributes/NDArrayUniqueId"][()].tolist()
+    assert ids == uids
+    for frame, uid in zip(data, uids, strict=True):
+        np.testing.assert_array_equal(frame, expected_pixels(uid, *SIZE))
+
+
 def final_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.h5"))
 
@@ -189,13 +200,7 @@ def test_detector_restart_mid_stream(fresh):
     second = s.acquire(3)
     assert second == [1, 2, 3]  # the restarted detector counts from 1 again
     s.put("Capture", 0)
-    (path,) = final_files(fresh.data)
-    with h5py.File(path) as f:
-        data = f["/entry/data/data"][()]
-        ids = f["/entry/instrument/NDAttributes/NDArrayUniqueId"][()].tolist()
-    assert ids == first + second
-    for frame, uid in zip(data, first + second, strict=True):
-        np.testing.assert_array_equal(frame, expected_pixels(uid, *SIZE))
+    assert_one_stream_file(fresh, first + second)
 
 
 def test_receiver_process_killed_is_restarted(fresh):
@@ -212,13 +217,7 @@ def test_receiver_process_killed_is_restarted(fresh):
     assert new.pid != receiver.pid
     second = s.acquire(3)
     s.put("Capture", 0)
-    (path,) = final_files(fresh.data)
-    with h5py.File(path) as f:
-        data = f["/entry/data/data"][()]
-        ids = f["/entry/instrument/NDAttributes/NDArrayUniqueId"][()].tolist()
-    assert ids == first + second
-    for frame, uid in zip(data, first + second, strict=True):
-        np.testing.assert_array_equal(frame, expected_pixels(uid, *SIZE))
+    assert_one_stream_file(fresh, first + second)
 
 
 @pytest.mark.writer(writer_args=("--receiver", "thread"))
