@@ -67,7 +67,8 @@ class CAEnvironment:
 
 class IOCProcess:
     def __init__(self, args: list[str], env: dict[str, str], log: Path,
-                 max_file_size: int | None = None, cwd: Path | None = None):
+                 max_file_size: int | None = None, cwd: Path | None = None,
+                 max_open_files: int | None = None):
         self.args = args
         self.log_path = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
@@ -79,6 +80,11 @@ class IOCProcess:
                 # soft limit only: a test can lift it again ("space returns")
                 resource.setrlimit(resource.RLIMIT_FSIZE,
                                    (max_file_size, resource.RLIM_INFINITY))
+            if max_open_files is not None:
+                import resource
+
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, hard))
 
         self.proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", *args], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT,
@@ -191,6 +197,19 @@ def tree_memory(process) -> int:
     for p in (process, *process.children(recursive=True)):
         try:
             total += p.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total
+
+
+def tree_fds(process) -> int:
+    """Open file descriptors of a process and its children."""
+    import psutil
+
+    total = 0
+    for p in (process, *process.children(recursive=True)):
+        try:
+            total += p.num_fds()
         except psutil.Error:
             pass
     return total

@@ -23,7 +23,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ._caenv import CAEnvironment, Client, IOCProcess, tree_memory, wait_for, wait_until_quiet
+from ._caenv import (
+    CAEnvironment,
+    Client,
+    IOCProcess,
+    tree_fds,
+    tree_memory,
+    wait_for,
+    wait_until_quiet,
+)
 from .layout import Layout, default_layout, load_layout
 from .ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, file_attribute_list
 from .nexus_writer import Compression, NexusWriter, WriterOptions
@@ -430,19 +438,6 @@ def _written_ids(directory: Path, mode: str) -> list[int]:
     return ids
 
 
-def _tree_fds(process) -> int:
-    """Open file descriptors of a process and its children."""
-    import psutil
-
-    total = 0
-    for p in (process, *process.children(recursive=True)):
-        try:
-            total += p.num_fds()
-        except psutil.Error:
-            pass
-    return total
-
-
 def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: float,
          frames_per_file: int = 500) -> dict:
     """Stream files of ``frames_per_file`` frames for ``seconds``; RSS and FDs at start/end."""
@@ -462,7 +457,7 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
     c.put(rig.cam + "AcquirePeriod", 1.0 / rate)
     first_uid = c.get(rig.cam + "ArrayCounter_RBV") + 1
     skipped_before = c.get(WRITER + "SourceSkipped_RBV")
-    start = {"rss": tree_memory(process), "fds": _tree_fds(process)}
+    start = {"rss": tree_memory(process), "fds": tree_fds(process)}
     samples = []
     written = 0
     files = 0
@@ -477,7 +472,7 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
                     path.unlink()
                     files += 1
                 c.put(WRITER + "Capture", 1)
-            samples.append((time.monotonic() - t0, tree_memory(process), _tree_fds(process)))
+            samples.append((time.monotonic() - t0, tree_memory(process), tree_fds(process)))
             time.sleep(0.5)
         c.put(rig.cam + "Acquire", 0)
         time.sleep(1.0)
@@ -487,7 +482,7 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
             with h5py.File(path, "r") as f:
                 written += len(f["/entry/instrument/NDAttributes/NDArrayUniqueId"])
             files += 1
-        end = {"rss": tree_memory(process), "fds": _tree_fds(process)}
+        end = {"rss": tree_memory(process), "fds": tree_fds(process)}
         produced = last_uid - first_uid + 1
         # frames produced while no capture was armed (between files) are not lost
         dropped = c.get(WRITER + "DroppedArrays_RBV")

@@ -33,6 +33,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from ._shm import map_shared, new_slot
 from .ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType
 from .sources import AttributeSampler
 
@@ -71,7 +72,7 @@ class _Slot:
     def __init__(self, index: int):
         self.index = index
         self.size = 0
-        self.mm: mmap.mmap | None = None
+        self.mm = None  # the mapping (see _shm)
         self.busy = False
 
 
@@ -114,10 +115,9 @@ class _SlotPool:
 
     def _resize(self, slot: _Slot, nbytes: int) -> None:
         size = max(nbytes, mmap.PAGESIZE)
-        fd = os.memfd_create(f"nexus-writer-slot{slot.index}", os.MFD_CLOEXEC)
+        fd, mapping = new_slot(f"nexus-writer-slot{slot.index}", size)
         try:
-            os.ftruncate(fd, size)
-            slot.mm = mmap.mmap(fd, size)  # the old mapping goes with its last view
+            slot.mm = mapping  # the old mapping goes with its last view
             slot.size = size
             self.sender.send_fd(("slot", slot.index, size), fd)
         finally:
@@ -238,7 +238,7 @@ class ProcessImageSource:
         self.process = None
         self._conn = None
         self._sender: _Sender | None = None
-        self._maps: dict[int, mmap.mmap] = {}
+        self._maps: dict[int, object] = {}  # slot -> read-only mapping (see _shm)
         self._calls: dict[int, Future] = {}
         self._ids = itertools.count()
         self._reader: threading.Thread | None = None
@@ -326,8 +326,6 @@ class ProcessImageSource:
 
     # -- messages from the child (one thread per child) -----------------------------------
     def _read(self, conn, generation: int) -> None:
-        from multiprocessing.reduction import recv_handle
-
         handlers = {"frame": self._on_frame, "uid": self._on_uid, "status": self._on_status,
                     "error": lambda message: self.on_error(message), "result": self._on_result}
         stopped = False
@@ -344,13 +342,7 @@ class ProcessImageSource:
                 stopped = True
                 break
             if kind == "slot":
-                _, index, size = message
-                fd = recv_handle(conn)
-                try:
-                    # the previous mapping of this slot lives on in arrays still using it
-                    self._maps[index] = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-                finally:
-                    os.close(fd)
+                self._on_slot(conn, *message[1:])
                 continue
             try:
                 if kind == "frame":
@@ -371,11 +363,34 @@ class ProcessImageSource:
             process.join(5.0)
             self._restart(process.exitcode)
 
+    def _on_slot(self, conn, index: int, size: int) -> None:
+        """A new (or larger) slot: map it; the previous mapping of this index lives on
+        in the arrays still using it."""
+        from multiprocessing.reduction import recv_handle
+
+        self._maps.pop(index, None)
+        try:
+            fd = recv_handle(conn)
+            try:
+                self._maps[index] = map_shared(fd, size, writable=False)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            message = f"cannot map a frame buffer of {size} bytes: {exc}; its frames are dropped"
+            log.error(message)
+            self.on_error(message)
+
     def _on_frame(self, generation: int, index: int, dtype: str, shape: tuple, uid: int,
                   timestamp: float, sec: int, nsec: int, color: int) -> None:
+        mapping = self._maps.get(index)
+        if mapping is None:  # the slot could not be mapped: the frame is dropped
+            self._free(generation, index)
+            self.on_frame(uid)
+            return
         dtype_ = np.dtype(dtype)
         count = int(np.prod(shape))
-        base = np.frombuffer(self._maps[index], dtype=dtype_, count=count)
+        base = np.frombuffer(mapping, dtype=dtype_, count=count)
+        base.flags.writeable = False  # the mapping is read-only
         # The slot returns to the child when the last view of it is gone.
         weakref.finalize(base, self._free, generation, index)
         attributes = {"ColorMode": NDAttribute("ColorMode", color, NDAttrType.Int32,

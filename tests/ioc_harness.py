@@ -5,10 +5,11 @@ from ioc._caenv import (
     Client,
     IOCProcess,
     free_port,
+    tree_fds,
     tree_memory,
     wait_for,
     wait_until_quiet,
 )
 
-__all__ = ["CAEnvironment", "Client", "IOCProcess", "free_port", "tree_memory", "wait_for",
-           "wait_until_quiet"]
+__all__ = ["CAEnvironment", "Client", "IOCProcess", "free_port", "tree_fds", "tree_memory",
+           "wait_for", "wait_until_quiet"]

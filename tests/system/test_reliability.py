@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from ioc_harness import Client, IOCProcess, tree_memory, wait_for
+from ioc_harness import Client, IOCProcess, tree_fds, tree_memory, wait_for
 from system_setup import CAM, SIZE, P, Setup, W
 
 from ioc._xml import MAX_XML_BYTES, MAX_XML_DEPTH
@@ -22,14 +22,16 @@ from ioc.sim import expected_pixels
 class Fresh:
     """A new simulator + writer for one test (they get killed and restarted here)."""
 
-    def __init__(self, env, tmp: Path, writer_args=(), max_file_size=None, cwd=None):
+    def __init__(self, env, tmp: Path, writer_args=(), max_file_size=None, cwd=None,
+                 max_open_files=None):
         self.env, self.tmp = env, tmp
         self.logs = tmp / "logs"
         self.logs.mkdir(exist_ok=True)
         self.sim = self.start_sim()
         self.writer = IOCProcess(["serve", "--prefix", W, "--source", P + "image1:", "--cam", CAM,
                                   "-v", *writer_args], env.server_env(1), self.logs / "writer.log",
-                                 max_file_size=max_file_size, cwd=cwd)
+                                 max_file_size=max_file_size, cwd=cwd,
+                                 max_open_files=max_open_files)
         self.client = Client()
         self.setup = Setup(self.client, env, self.sim, self.writer, self.logs)
         wait_for(lambda: self.setup.get("SourceConnected_RBV") == "Connected", 30)
@@ -320,6 +322,51 @@ def test_overload_drops_exactly_memory_bounded_and_recovers(fresh):
     assert s.get("DroppedArrays_RBV") == dropped
     assert s.get("UniqueId_RBV") == more[-1]
     assert len(final_files(fresh.data)) == written + 1 + 3
+
+
+@pytest.mark.writer(max_open_files=128)
+def test_deep_queue_needs_no_file_descriptor_per_frame(fresh):
+    """Frame buffers are shared memory mapped without holding a descriptor: a queue
+    deeper than the open-file limit (128 here; 1024 is a common default) loses nothing."""
+    import psutil
+
+    s = fresh.setup
+    s.put("QueueSize", 400)
+    s.put("AutoSave", "Yes")
+    s.put("Compression", "zlib")
+    s.put("ZLevel", 9)
+    s.cam_put("SizeX", 512)
+    s.cam_put("SizeY", 512)
+    s.acquire(1)
+    process = psutil.Process(fresh.writer.proc.pid)
+    fds_before = tree_fds(process)
+    # 250 frames/s of 512x512: the zlib-9 writer falls behind and the queue fills
+    n = 400
+    first = s.cam_get("ArrayCounter_RBV") + 1
+    s.cam_put("AcquirePeriod", 0.004)
+    s.cam_put("NumImages", n)
+    s.cam_put("Acquire", 1, wait=False)
+    deepest, most_fds = 0, fds_before
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        deepest = max(deepest, s.get("NumQueuedArrays"))
+        most_fds = max(most_fds, tree_fds(process))
+        if s.get("UniqueId_RBV") == first + n - 1 and s.get("NumQueuedArrays") == 0:
+            break
+        time.sleep(0.05)
+    s.settle_counts()
+    assert deepest > 128  # more frames in memory than the process may open files
+    assert most_fds - fds_before < 40  # files being written, sockets: not one per frame
+    assert s.get("DroppedArrays_RBV") == 0
+    assert s.get("SourceSkipped_RBV") == 0
+    assert s.get("WriteStatus") == "Write OK"
+    paths = final_files(fresh.data)
+    assert len(paths) == 1 + n
+    for path in (paths[1], paths[n // 2], paths[-1]):
+        with h5py.File(path) as f:
+            uid = int(f["/entry/instrument/NDAttributes/NDArrayUniqueId"][0])
+            np.testing.assert_array_equal(f["/entry/data/data"][()],
+                                          expected_pixels(uid, 512, 512))
 
 
 def _abuse_values(kind: str, count: int, enums: str):
