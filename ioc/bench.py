@@ -32,6 +32,7 @@ from ._caenv import (
     wait_for,
     wait_until_quiet,
 )
+from .file_saver import FileSaver
 from .layout import Layout, default_layout, load_layout
 from .ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, file_attribute_list
 from .nexus_writer import Compression, NexusWriter, WriterOptions
@@ -482,6 +483,7 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
             with h5py.File(path, "r") as f:
                 written += len(f["/entry/instrument/NDAttributes/NDArrayUniqueId"])
             files += 1
+        time.sleep(2 * FileSaver.IDLE_AFTER)  # idle: write-behind lets its held files go
         end = {"rss": tree_memory(process), "fds": tree_fds(process)}
         produced = last_uid - first_uid + 1
         # frames produced while no capture was armed (between files) are not lost
