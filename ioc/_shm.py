@@ -38,7 +38,9 @@ def map_shared(fd: int, size: int, *, writable: bool) -> ctypes.Array:
         err = ctypes.get_errno()
         raise OSError(err, f"mmap of {size} bytes: {os.strerror(err)}")
     buffer = (ctypes.c_ubyte * size).from_address(address)
-    weakref.finalize(buffer, _libc.munmap, address, size)
+    # Not at interpreter exit: a daemon thread may still be reading a frame then (the
+    # process's end unmaps everything anyway).
+    weakref.finalize(buffer, _libc.munmap, address, size).atexit = False
     return buffer
 
 
