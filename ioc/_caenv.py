@@ -74,15 +74,13 @@ class IOCProcess:
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
 
         def limits() -> None:
-            if max_file_size is not None:
-                import resource
+            import resource
 
-                # soft limit only: a test can lift it again ("space returns")
+            # soft limits only: a test can lift them again ("space returns")
+            if max_file_size is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE,
                                    (max_file_size, resource.RLIM_INFINITY))
             if max_open_files is not None:
-                import resource
-
                 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
                 resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, hard))
 

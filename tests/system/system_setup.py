@@ -62,6 +62,16 @@ class Setup:
         self.cam_put("SizeY", SIZE[1])
         self.cam_put("DataType", "UInt16")
 
+    def slow_writer(self, queue_size: int) -> None:
+        """Single+AutoSave of 512x512 frames with zlib level 9: a writer slower than the
+        simulator can send, so that its queue fills."""
+        self.put("QueueSize", queue_size)
+        self.put("AutoSave", "Yes")
+        self.put("Compression", "zlib")
+        self.put("ZLevel", 9)
+        self.cam_put("SizeX", 512)
+        self.cam_put("SizeY", 512)
+
     def acquire(self, n: int, period: float = 0.02, settle: bool = True) -> list[int]:
         """Acquire n frames; return their UniqueIds once the writer has processed them."""
         first = self.cam_get("ArrayCounter_RBV") + 1

@@ -264,12 +264,7 @@ def test_locked_while_open_and_empty_strings(ready, tmp_path):
 
 
 def test_dropped_arrays_exact(ready, tmp_path):
-    ready.put("QueueSize", 2)
-    ready.put("AutoSave", "Yes")
-    ready.put("Compression", "zlib")
-    ready.put("ZLevel", 9)
-    ready.cam_put("SizeX", 512)
-    ready.cam_put("SizeY", 512)
+    ready.slow_writer(queue_size=2)
     skipped_before = ready.get("SourceSkipped_RBV")
     uids = ready.acquire(60, period=0.002, settle=False)
     ready.settle_counts()

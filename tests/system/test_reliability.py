@@ -297,12 +297,7 @@ def test_overload_drops_exactly_memory_bounded_and_recovers(fresh):
 
     s = fresh.setup
     queue = 3
-    s.put("QueueSize", queue)
-    s.put("AutoSave", "Yes")
-    s.put("Compression", "zlib")
-    s.put("ZLevel", 9)
-    s.cam_put("SizeX", 512)
-    s.cam_put("SizeY", 512)
+    s.slow_writer(queue)
     s.acquire(1, settle=False)
     process = psutil.Process(fresh.writer.proc.pid)
     rss_before = tree_memory(process)  # the IOC and its receiver process
@@ -331,12 +326,7 @@ def test_deep_queue_needs_no_file_descriptor_per_frame(fresh):
     import psutil
 
     s = fresh.setup
-    s.put("QueueSize", 400)
-    s.put("AutoSave", "Yes")
-    s.put("Compression", "zlib")
-    s.put("ZLevel", 9)
-    s.cam_put("SizeX", 512)
-    s.cam_put("SizeY", 512)
+    s.slow_writer(400)
     s.acquire(1)
     process = psutil.Process(fresh.writer.proc.pid)
     fds_before = tree_fds(process)
