@@ -1,13 +1,14 @@
 """nexus-writer-ioc: an NDFileHDF5-compatible NeXus file writer IOC.
 
-The data path, one module per stage, each importing only from stages above it:
+The data path, one subpackage per stage; a stage imports only from the stages before it:
 
-* ``ioc.ndarray``        the frame model (NDArray, NDAttribute) shared by all stages
-* ``ioc.layout``         layout XML -> immutable layout model        (pure, no h5py)
-* ``ioc.ndattributes``   NDAttributes XML -> attribute definitions  (pure, no h5py)
-* ``ioc.nexus_writer``   layout model + frames -> NeXus HDF5 file   (h5py, no EPICS)
-* ``ioc.plugin``         NDFileHDF5 state machine, PV table         (PVs, no h5py)
-* ``ioc.sources``        Channel Access image and attribute sources (CA)
+* ``ioc.ndarray``  the frame model (NDArray, NDAttribute) shared by all stages
+* ``ioc.layout``   layout XML and NDAttributes XML -> immutable models (pure, no h5py)
+* ``ioc.writer``   layout model + frames -> NeXus HDF5 files            (h5py, no EPICS)
+* ``ioc.plugin``   PV table, PVGroup, NDPluginFile state machine, naming (caproto server)
+* ``ioc.sources``  frames in: Channel Access image and attribute PVs, receiver process
+* ``ioc.tools``    sim, demo, bench, check-layout, screens
+* ``ioc.server``   ``serve``: assembles the stages; ``ioc.cli`` the command line
 """
 
 __version__ = "0.1.0"

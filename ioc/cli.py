@@ -10,9 +10,9 @@ from . import __version__
 
 
 def _check_layout(args: argparse.Namespace) -> int:
-    from .check_layout import check
-    from .layout import LayoutError, default_layout, load_layout
-    from .ndattributes import AttributesError, load_attributes
+    from .layout.model import LayoutError, default_layout, load_layout
+    from .layout.ndattributes import AttributesError, load_attributes
+    from .tools.check_layout import check
 
     try:
         layout = default_layout() if args.layout in ("", "default") else load_layout(args.layout)

@@ -42,7 +42,7 @@ def add_sim_parser(sub) -> None:
                    help="CA type of image1:ArrayData (SHORT carries UInt16, as areaDetector)")
     p.add_argument("--list-pvs", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
-    p.set_defaults(func=lambda args: _lazy('sim', 'sim_main')(args))
+    p.set_defaults(func=lambda args: _lazy('tools.sim', 'sim_main')(args))
 
 
 def add_demo_parser(sub) -> None:
@@ -50,7 +50,7 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--images", type=int, default=10, help="number of images to acquire")
     p.add_argument("--out", default="demo-output", help="directory for the files")
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("X", "Y"))
-    p.set_defaults(func=lambda args: _lazy("demo", "demo_main")(args))
+    p.set_defaults(func=lambda args: _lazy("tools.demo", "demo_main")(args))
 
 
 def add_bench_parser(sub) -> None:
@@ -71,7 +71,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="stream for this long; report RSS and open files at start and end")
     p.add_argument("--soak-rate", type=float, default=100.0, help="frames/s during --soak")
-    p.set_defaults(func=lambda args: _lazy("bench", "bench_main")(args))
+    p.set_defaults(func=lambda args: _lazy("tools.bench", "bench_main")(args))
 
 
 REGISTRY = [add_serve_parser, add_sim_parser, add_demo_parser, add_bench_parser]

@@ -9,12 +9,12 @@ import os
 import signal
 
 from . import __version__
-from .file_saver import FileSaver, layout_status
-from .naming import PathPolicy
-from .ndattributes import AttributesError, AttributesStatus, load_attributes
-from .nexus_writer import available_compressions
-from .plugin import make_group_class, pv_listing
-from .pvtable import with_defaults
+from .layout.ndattributes import AttributesError, AttributesStatus, load_attributes
+from .plugin.file_saver import FileSaver, layout_status
+from .plugin.group import make_group_class, pv_listing
+from .plugin.naming import PathPolicy
+from .plugin.pvtable import with_defaults
+from .writer.nexus import available_compressions
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
     memory); ``"thread"`` receives them in this process (one GIL for everything)."""
     import h5py
 
-    from .sources import AttributeSampler, CAImageSource
+    from .sources.ca import AttributeSampler, CAImageSource
 
     table = with_defaults(
         PluginType_RBV=f"NDFileHDF5 ver{h5py.version.hdf5_version}",
@@ -66,7 +66,7 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         group.post(WriteMessage=message[:255], InvalidFrames_RBV=count)
 
     if receiver == "process":
-        from .receiver import ProcessImageSource
+        from .sources.receiver import ProcessImageSource
 
         image = ProcessImageSource(source, group.on_frame, on_status=on_status,
                                    on_error=on_error, attributes=sampler, queue_size=queue_size)
@@ -104,8 +104,8 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 def serve_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from . import _write_behind
-    from ._malloc import keep_frame_buffers
+    from .sources._malloc import keep_frame_buffers
+    from .writer import _write_behind
 
     keep_frame_buffers()
     _write_behind.set_enabled(not args.keep_page_cache)

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def ca_env():
     """One private CA 'network' for the whole session (libca reads it once per process)."""
-    from ioc._caenv import CAEnvironment
+    from ioc.tools._caenv import CAEnvironment
 
     env = CAEnvironment(2)
     env.apply_to_this_process()

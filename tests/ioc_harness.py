@@ -1,6 +1,6 @@
 """Test-side names for the CA helpers (IOCs as subprocesses on private ports)."""
 
-from ioc._caenv import (
+from ioc.tools._caenv import (
     CAEnvironment,
     Client,
     IOCProcess,

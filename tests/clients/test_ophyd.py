@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from system_setup import SIZE, P, W
 
-from ioc.sim import expected_pixels
+from ioc.tools.sim import expected_pixels
 
 ophyd = pytest.importorskip("ophyd")
 

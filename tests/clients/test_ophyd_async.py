@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from system_setup import SIZE, P
 
-from ioc.sim import expected_pixels
+from ioc.tools.sim import expected_pixels
 
 pytest.importorskip("ophyd_async")
 

@@ -11,8 +11,8 @@ from xml.etree import ElementTree as ET
 import pytest
 from ioc_harness import IOCProcess, wait_for
 
-from ioc.pvtable import BY_SUFFIX, Kind
-from ioc.screens import SCREENS
+from ioc.plugin.pvtable import BY_SUFFIX, Kind
+from ioc.tools.screens import SCREENS
 
 OPI = Path(__file__).resolve().parents[2] / "opi"
 MACROS = {"P": "13SIM1:", "R": "HDF1:"}
@@ -25,7 +25,7 @@ def substitute(text: str) -> str:
 @pytest.mark.parametrize("name", sorted(SCREENS))
 def test_committed_screens_are_generated(name):
     assert (OPI / name).read_text() == SCREENS[name](), \
-        f"opi/{name} is stale: run python -m ioc.screens"
+        f"opi/{name} is stale: run python -m ioc.tools.screens"
 
 
 def _bob_pvs(root):

@@ -9,7 +9,7 @@ import numpy as np
 from ioc_harness import wait_for
 from system_setup import SIZE, W
 
-from ioc.sim import expected_pixels
+from ioc.tools.sim import expected_pixels
 
 ATTRIBUTES = """<Attributes>
   <Attribute name="AcquireTime" type="EPICS_PV" source="$(P)cam1:AcquireTime" dbrtype="DBR_NATIVE" description="exposure"/>

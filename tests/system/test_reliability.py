@@ -15,8 +15,8 @@ import pytest
 from ioc_harness import Client, IOCProcess, tree_fds, tree_memory, wait_for
 from system_setup import CAM, SIZE, P, Setup, W
 
-from ioc._xml import MAX_XML_BYTES, MAX_XML_DEPTH
-from ioc.sim import expected_pixels
+from ioc.layout._xml import MAX_XML_BYTES, MAX_XML_DEPTH
+from ioc.tools.sim import expected_pixels
 
 
 class Fresh:

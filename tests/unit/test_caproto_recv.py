@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from caproto import CLIENT, ChannelType, EventAddResponse, VirtualCircuit
 
-from ioc import _caproto_recv
+from ioc.sources import _caproto_recv
 
 
 def _stream() -> bytes:

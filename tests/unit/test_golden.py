@@ -9,9 +9,9 @@ from h5tree import tree
 from helpers import DATA
 
 from ioc.layout import load_layout
+from ioc.layout.ndattributes import load_attributes
 from ioc.ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType
-from ioc.ndattributes import load_attributes
-from ioc.nexus_writer import write_single
+from ioc.writer.nexus import write_single
 
 # Documented differences (README, "Differences from NDFileHDF5"):
 ROOT_ATTRIBUTES_WE_ADD = {"file_name", "file_time", "creator", "HDF5_Version", "h5py_version"}

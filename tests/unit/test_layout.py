@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from helpers import DATA
 
-from ioc._xml import MAX_XML_BYTES, MAX_XML_DEPTH
 from ioc.layout import LayoutError, When, default_layout, load_layout
+from ioc.layout._xml import MAX_XML_BYTES, MAX_XML_DEPTH
 
 DEMO = """<?xml version="1.0" standalone="no" ?>
 <hdf5_layout>

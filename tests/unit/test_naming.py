@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ioc.naming import TemplateError, c_format, create_directories, normalise_file_path
+from ioc.plugin.naming import TemplateError, c_format, create_directories, normalise_file_path
 
 
 @pytest.mark.parametrize(("template", "expected"), [

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import DATA
 
-from ioc.ndarray import NDAttrSource, NDAttrType
-from ioc.ndattributes import (
+from ioc.layout.ndattributes import (
     AttributesError,
     AttributesStatus,
     AttrKind,
@@ -14,6 +13,7 @@ from ioc.ndattributes import (
     parse_macros,
     substitute_macros,
 )
+from ioc.ndarray import NDAttrSource, NDAttrType
 
 INLINE = """<Attributes>
   <Attribute name="AcquireTime" type="EPICS_PV" source="$(P)$(R)AcquireTime" dbrtype="DBR_NATIVE" description="exposure"/>

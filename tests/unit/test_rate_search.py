@@ -1,6 +1,6 @@
 """bench's rate search: coarse steps until a loss, then bisection."""
 
-from ioc.bench import rate_search
+from ioc.tools.bench import rate_search
 
 
 def search(limit: float, rates, refine: int, simulator_max: float = 1e9):

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ioc._shm import map_shared, new_slot
+from ioc.sources._shm import map_shared, new_slot
 
 
 def open_fds() -> int:

@@ -10,8 +10,8 @@ from helpers import DATA, attr, make_frame
 from ioc._resources import layout_file
 from ioc.layout import default_layout, load_layout
 from ioc.ndarray import NDAttrSource, NDAttrType
-from ioc.nexus_writer import Compression, NexusWriter, WriterOptions
-from ioc.single_file import SingleFileWriter
+from ioc.writer.nexus import Compression, NexusWriter, WriterOptions
+from ioc.writer.single_file import SingleFileWriter
 
 VOLATILE_ROOT = {"file_name", "file_time"}
 

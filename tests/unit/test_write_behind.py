@@ -8,10 +8,10 @@ import h5py
 import pytest
 from helpers import make_frame
 
-from ioc import _write_behind
 from ioc.layout import default_layout
-from ioc.nexus_writer import NexusWriter, WriterOptions
-from ioc.single_file import SingleFileWriter
+from ioc.writer import _write_behind
+from ioc.writer.nexus import NexusWriter, WriterOptions
+from ioc.writer.single_file import SingleFileWriter
 
 
 def open_fds() -> int:

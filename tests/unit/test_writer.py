@@ -12,7 +12,7 @@ from test_layout import DEMO
 
 from ioc.layout import LayoutError, default_layout, load_layout
 from ioc.ndarray import NDAttrSource, NDAttrType
-from ioc.nexus_writer import (
+from ioc.writer.nexus import (
     Compression,
     CompressionUnavailable,
     FrameMismatch,

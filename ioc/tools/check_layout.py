@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .layout import Attribute, Group, Layout, When
-from .ndarray import BUILTIN_DESCRIPTIONS
-from .ndattributes import AttributeDef
+from ..layout.model import Attribute, Group, Layout, When
+from ..layout.ndattributes import AttributeDef
+from ..ndarray import BUILTIN_DESCRIPTIONS
 
 # NeXus naming rule (datarules): validators flag names outside it.
 _NEXUS_NAME = re.compile(r"^[a-zA-Z0-9_]([a-zA-Z0-9_.]*[a-zA-Z0-9_])?$")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from ._resources import layout_file
+from .._resources import layout_file
 from ._xml import XMLInputError, XMLText, parse_secure, read_xml_input
 
 __all__ = [

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .._resources import layout_file
 from ._caenv import CAEnvironment, Client, IOCProcess, wait_for
-from ._resources import layout_file
 
 PREFIX = "DEMO:"
 WRITER = PREFIX + "HDF1:"

@@ -1,8 +1,8 @@
 """Operator screens generated from the PV table: Phoebus (.bob), caQtDM (.ui), PyDM (.ui).
 
-``python -m ioc.screens [DIR]`` writes ``NDFileHDF5.bob``, ``NDFileHDF5.ui`` and
+``python -m ioc.tools.screens [DIR]`` writes ``NDFileHDF5.bob``, ``NDFileHDF5.ui`` and
 ``NDFileHDF5_pydm.ui`` (default: ``opi/``).  Every widget's PV, type and format come
-from ``ioc.pvtable``, so screens and IOC cannot drift (a test regenerates them and
+from ``ioc.plugin.pvtable``, so screens and IOC cannot drift (a test regenerates them and
 compares with the committed files).  Macros: ``P`` and ``R`` (``$(P)$(R)`` for Phoebus
 and caQtDM, ``${P}${R}`` for PyDM).
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from .pvtable import BY_SUFFIX, PV, Kind
+from ..plugin.pvtable import BY_SUFFIX, PV, Kind
 
 # (title, rows); a row is (label, suffix): the widgets follow from the PV table.
 SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [

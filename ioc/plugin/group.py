@@ -1,4 +1,4 @@
-"""The NDFileHDF5 PV interface: a caproto PVGroup generated from ``ioc.pvtable``.
+"""The NDFileHDF5 PV interface: a caproto PVGroup generated from ``ioc.plugin.pvtable``.
 
 This layer owns the PVs: it validates writes (ADCore's rules, the
 locked-while-open list), keeps the parameter mapping the file saver reads,

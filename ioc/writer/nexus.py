@@ -21,15 +21,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__, _write_behind
-from .layout import Attribute, Dataset, Group, Layout, Placement, When, parse_constant
-from .ndarray import (
+from .. import __version__
+from ..layout.model import Attribute, Dataset, Group, Layout, Placement, When, parse_constant
+from ..ndarray import (
     ATTRIBUTE_STRING_SIZE,
     NDArray,
     NDAttribute,
     NDAttrType,
     file_attribute_list,
 )
+from . import _write_behind
 
 __all__ = [
     "BLOSC_COMPRESSORS", "BLOSC_SHUFFLES", "COMPRESSION_LABELS", "Compression",

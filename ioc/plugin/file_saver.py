@@ -4,7 +4,7 @@ Frames and commands share one FIFO (frames bounded by QueueSize, commands
 not), so a command sees every frame received before it, as ADCore's plugin
 thread does.  The worker reads the current parameter values from a shared
 mapping (updated by the PV layer) and reports PV values through ``post``.
-No EPICS here: the PV layer (``ioc.plugin``) owns the PVs.
+No EPICS here: the PV layer (``ioc.plugin.group``) owns the PVs.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _write_behind
-from .layout import Layout, LayoutError, default_layout, load_layout
-from .naming import PathPolicy, TemplateError, c_format, temporary_name
-from .ndarray import NDArray
-from .nexus_writer import (
+from ..layout.model import Layout, LayoutError, default_layout, load_layout
+from ..ndarray import NDArray
+from ..writer import _write_behind
+from ..writer.nexus import (
     Compression,
     FrameMismatch,
     NexusWriter,
     WriterError,
     WriterOptions,
 )
-from .single_file import SingleFileWriter
+from ..writer.single_file import SingleFileWriter
+from .naming import PathPolicy, TemplateError, c_format, temporary_name
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from ..ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType
 from ._shm import map_shared, new_slot
-from .ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType
-from .sources import AttributeSampler
+from .ca import AttributeSampler
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _child_main(conn, prefix: str, max_slots: int, log_levels: dict[str, int]) -
         logging.getLogger(name).setLevel(level)
     from . import _caproto_recv
     from ._malloc import keep_frame_buffers
-    from .sources import CAImageSource
+    from .ca import CAImageSource
 
     keep_frame_buffers()
     _caproto_recv.install()

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from caproto import ChannelType
 
-from .ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, NDDataType
-from .ndattributes import AttributeDef, AttrKind
+from ..layout.ndattributes import AttributeDef, AttrKind
+from ..ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, NDDataType
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..layout.model import Layout
+from ..ndarray import ATTRIBUTE_STRING_SIZE, NDArray, NDAttrType, file_attribute_list
 from . import _write_behind
-from .layout import Layout
-from .ndarray import ATTRIBUTE_STRING_SIZE, NDArray, NDAttrType, file_attribute_list
-from .nexus_writer import Compression, NexusWriter, WriterOptions
+from .nexus import Compression, NexusWriter, WriterOptions
 
 __all__ = ["SingleFileWriter"]
 

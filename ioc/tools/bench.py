@@ -23,6 +23,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..layout.model import Layout, default_layout, load_layout
+from ..ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, file_attribute_list
+from ..plugin.file_saver import FileSaver
+from ..writer.nexus import Compression, NexusWriter, WriterOptions
+from ..writer.single_file import SingleFileWriter
 from ._caenv import (
     CAEnvironment,
     Client,
@@ -32,11 +37,6 @@ from ._caenv import (
     wait_for,
     wait_until_quiet,
 )
-from .file_saver import FileSaver
-from .layout import Layout, default_layout, load_layout
-from .ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, file_attribute_list
-from .nexus_writer import Compression, NexusWriter, WriterOptions
-from .single_file import SingleFileWriter
 
 PREFIX = "BENCH:"
 ROUNDS = 3
@@ -315,7 +315,7 @@ def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration,
                refine: int = 0) -> float:
     """Highest rate at which our CA receive path (the IOC's: a receiver process, frames in
     shared memory) gets every frame; nothing is written."""
-    from .receiver import ProcessImageSource
+    from ..sources.receiver import ProcessImageSource
 
     rig = Rig(work, shape, dtype, writer=False)
     received: list[int] = []

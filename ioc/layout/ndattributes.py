@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..ndarray import NDAttribute, NDAttrSource, NDAttrType
 from ._xml import XMLInputError, XMLText, parse_secure, read_xml_input
-from .ndarray import NDAttribute, NDAttrSource, NDAttrType
 
 __all__ = [
     "AttributeDef", "AttributesError", "AttributesStatus", "AttrKind", "DBR_TYPES",

@@ -18,10 +18,10 @@ import numpy as np
 from caproto import ChannelType, SkipWrite
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-from . import __version__
-from .ndarray import NDDataType
-from .plugin import CharData, make_pvproperty, to_param, to_pv
-from .pvtable import (
+from .. import __version__
+from ..ndarray import NDDataType
+from ..plugin.group import CharData, make_pvproperty, to_param, to_pv
+from ..plugin.pvtable import (
     COLOR_MODES,
     DATA_TYPES,
     NO_YES,
@@ -308,7 +308,7 @@ def sim_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
     import signal
 
-    from ._malloc import keep_frame_buffers
+    from ..sources._malloc import keep_frame_buffers
 
     keep_frame_buffers()
 

@@ -1,0 +1,20 @@
+"""Stage 1: layout XML and NDAttributes XML -> immutable models (pure: no h5py, no EPICS)."""
+
+from .model import (
+    Attribute,
+    Dataset,
+    Group,
+    HardLink,
+    Layout,
+    LayoutError,
+    Placement,
+    When,
+    default_layout,
+    load_layout,
+    parse_constant,
+)
+
+__all__ = [
+    "Attribute", "Dataset", "Group", "HardLink", "Layout", "LayoutError", "Placement",
+    "When", "default_layout", "load_layout", "parse_constant",
+]
