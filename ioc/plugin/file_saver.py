@@ -9,14 +9,12 @@ No EPICS here: the PV layer (``ioc.plugin.group``) owns the PVs.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..layout.model import Layout, LayoutError, default_layout, load_layout
@@ -30,59 +28,12 @@ from ..writer.nexus import (
     WriterOptions,
 )
 from ..writer.single_file import SingleFileWriter
+from .frame_queue import Command, FrameQueue
 from .naming import PathPolicy, TemplateError, c_format, temporary_name
 
 log = logging.getLogger(__name__)
 
 SINGLE, CAPTURE, STREAM = 0, 1, 2
-
-
-@dataclass
-class Command:
-    name: str
-    args: dict = field(default_factory=dict)
-    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
-
-
-class FrameQueue:
-    """FIFO of frames and commands; only frames count against the capacity."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._items: collections.deque = collections.deque()
-        self._frames = 0
-        self._cond = threading.Condition()
-
-    def put_frame(self, frame: NDArray) -> bool:
-        with self._cond:
-            if self._frames >= self.capacity:
-                return False
-            self._items.append(frame)
-            self._frames += 1
-            self._cond.notify()
-            return True
-
-    def put_command(self, command: Command) -> None:
-        with self._cond:
-            self._items.append(command)
-            self._cond.notify()
-
-    def get(self, timeout: float | None = None):
-        with self._cond:
-            if not self._items and not self._cond.wait_for(lambda: self._items, timeout):
-                return None
-            item = self._items.popleft()
-            if isinstance(item, NDArray):
-                self._frames -= 1
-            return item
-
-    @property
-    def frames(self) -> int:
-        return self._frames
-
-    @property
-    def free(self) -> int:
-        return max(self.capacity - self._frames, 0)
 
 
 class SaverError(Exception):

@@ -324,3 +324,28 @@ def with_defaults(**values) -> tuple[PV, ...]:
     """The table with some initial values replaced (e.g. QueueSize from the command line)."""
     return tuple(replace(pv, value=values[pv.suffix]) if pv.suffix in values else pv
                  for pv in PV_TABLE)
+
+
+# -- values: PV form (enum labels) <-> parameter form (indices) --------------------
+
+def to_param(pv: PV, value: object) -> object:
+    """A PV value as the saver wants it: enum labels -> index."""
+    if pv.kind is Kind.ENUM:
+        if isinstance(value, str):
+            return pv.enum_strings.index(value)
+        return int(value)
+    if pv.kind is Kind.LONG:
+        return int(value)
+    if pv.kind is Kind.DOUBLE:
+        return float(value)
+    if pv.kind is Kind.LONG_ARRAY:
+        return tuple(int(v) for v in value)
+    return value
+
+
+def to_pv(pv: PV, value: object) -> object:
+    if pv.kind is Kind.ENUM and not isinstance(value, str):
+        return pv.enum_strings[int(value)]
+    if pv.kind is Kind.LONG_ARRAY:
+        return list(value)
+    return value

@@ -1,0 +1,60 @@
+"""The plugin's input queue: frames and commands in one FIFO, as ADCore's plugin thread
+sees them (a command sees every frame received before it).  Only frames count against
+QueueSize; a frame that does not fit is refused (the caller counts it as dropped)."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+from dataclasses import dataclass, field
+
+from ..ndarray import NDArray
+
+
+@dataclass
+class Command:
+    name: str
+    args: dict = field(default_factory=dict)
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+class FrameQueue:
+    """FIFO of frames and commands; only frames count against the capacity."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: collections.deque = collections.deque()
+        self._frames = 0
+        self._cond = threading.Condition()
+
+    def put_frame(self, frame: NDArray) -> bool:
+        with self._cond:
+            if self._frames >= self.capacity:
+                return False
+            self._items.append(frame)
+            self._frames += 1
+            self._cond.notify()
+            return True
+
+    def put_command(self, command: Command) -> None:
+        with self._cond:
+            self._items.append(command)
+            self._cond.notify()
+
+    def get(self, timeout: float | None = None):
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: self._items, timeout):
+                return None
+            item = self._items.popleft()
+            if isinstance(item, NDArray):
+                self._frames -= 1
+            return item
+
+    @property
+    def frames(self) -> int:
+        return self._frames
+
+    @property
+    def free(self) -> int:
+        return max(self.capacity - self._frames, 0)
