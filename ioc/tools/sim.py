@@ -118,6 +118,29 @@ def _ndattributes_pvs() -> list[PV]:
     return t
 
 
+CODEC_COMPRESSORS = ("None", "JPEG", "Blosc", "LZ4", "BSLZ4")  # NDCodec.template
+CODEC_NAMES = {"Blosc": "blosc", "LZ4": "lz4", "BSLZ4": "bslz4"}
+
+
+def _codec_table(compressor: int, blosc_compressor: int = 1, blosc_shuffle: int = 1,
+                 blosc_level: int = 5) -> tuple[PV, ...]:
+    """NDPluginCodec's settings (compress only): what Pva1:Image's frames are made with."""
+    t: list[PV] = []
+    t += ro("PortName_RBV", Kind.STRING, "stringin", "CODEC1")
+    t += ro("PluginType_RBV", Kind.STRING, "stringin", "NDPluginCodec")
+    t += boolean("EnableCallbacks", ("Disable", "Enable"), 1)
+    t += menu("Mode", ("Compress", "Decompress"), 0)
+    t += menu("Compressor", CODEC_COMPRESSORS, compressor)
+    t += menu("BloscCompressor", ("BloscLZ", "LZ4", "LZ4HC", "SNAPPY", "ZLIB", "ZSTD"),
+              blosc_compressor)
+    t += long("BloscCLevel", blosc_level)
+    t += menu("BloscShuffle", ("None", "Byte", "Bit"), blosc_shuffle)
+    t += ro("CompFactor_RBV", Kind.DOUBLE, "ai", 1.0, precision=2)
+    t += ro("CodecStatus", Kind.ENUM, "mbbi", 0, enum_strings=("Success", "Warning", "Error"))
+    t += ro("CodecError", Kind.CHAR, "waveform", "", nelm=256)
+    return tuple(t)
+
+
 def _stats_table() -> tuple[PV, ...]:
     """What ophyd-async's NDStatsIO connects to (NDArrayBase + NDPluginBase + NDStats)."""
     t: list[PV] = []
@@ -224,7 +247,8 @@ def noise_field(shape: tuple[int, ...], mean: float) -> np.ndarray:
 
 
 def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, size_y: int = 256,
-                    array_type: str = "SHORT", noise: float = 0.0) -> type[PVGroup]:
+                    array_type: str = "SHORT", noise: float = 0.0,
+                    codec: str = "", blosc: tuple[int, int, int] = (1, 1, 5)) -> type[PVGroup]:
     ca_type, _ = ARRAY_TYPES[array_type]
     nelm = max_x * max_y * 3
     Cam = _group_class("SimCam", _cam_table(max_x, max_y, size_x, size_y))
@@ -233,11 +257,15 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
                                 read_only=True, record="waveform"),
     })
     Stats = _group_class("SimStats", _stats_table())
+    names = {v: k for k, v in CODEC_NAMES.items()}
+    Codec = _group_class("SimCodec", _codec_table(
+        CODEC_COMPRESSORS.index(names.get(codec, "None")), *blosc))
 
     class SimDetector(PVGroup):
         cam = SubGroup(Cam, prefix="cam1:")
         image = SubGroup(Image, prefix="image1:")
         stats = SubGroup(Stats, prefix="Stats1:")
+        codec = SubGroup(Codec, prefix="Codec1:")
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -380,9 +408,30 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
                                 Sigma_RBV=statistics["SIGMA_VALUE"],
                                 MinValue_RBV=statistics["MIN_VALUE"],
                                 MaxValue_RBV=statistics["MAX_VALUE"])
-            frame = self.outputs.frame(uid, data, timestamp, sec, nsec,
-                                       self.cam.value("ColorMode"), statistics)
+            cam, codec = self.cam, self.codec
+            mono = data.ndim == 2
+            geometry = dict(
+                offset=(cam.value("MinX"), cam.value("MinY")) if mono else
+                (0, cam.value("MinX"), cam.value("MinY")),
+                binning=(cam.value("BinX"), cam.value("BinY")) if mono else
+                (1, cam.value("BinX"), cam.value("BinY")),
+                reverse=(cam.value("ReverseX"), cam.value("ReverseY")) if mono else
+                (0, cam.value("ReverseX"), cam.value("ReverseY")))
+            name, error = "", ""
+            if codec.value("EnableCallbacks") and codec.value("Mode") == 0:
+                choice = CODEC_COMPRESSORS[codec.value("Compressor")]
+                name = CODEC_NAMES.get(choice, "")
+                if choice == "JPEG":
+                    error = "JPEG is not available in the simulator; frames sent uncompressed"
+            frame = self.outputs.frame(
+                uid, data, timestamp, sec, nsec, cam.value("ColorMode"), statistics, geometry,
+                name, dict(blosc_compressor=codec.value("BloscCompressor"),
+                           blosc_shuffle=codec.value("BloscShuffle"),
+                           blosc_level=codec.value("BloscCLevel")))
             self.outputs.post(frame)
+            factor = frame.nbytes / frame.compressed_size if frame.compressed_size else 1.0
+            await codec.set_changed(CompFactor_RBV=factor, CodecStatus=2 if error else 0,
+                                    CodecError=error)
 
         async def _bound_in_flight(self, wire: np.ndarray) -> None:
             """Wait while the CA server holds frames worth MAX_IN_FLIGHT_BYTES that it has
@@ -476,8 +525,10 @@ def sim_main(args: argparse.Namespace) -> int:
     # unless told otherwise; a lagging client would then lose frames.
     if "CAPROTO_MIN_SUBSCRIPTION_BACKLOG" not in os.environ:
         constants.MIN_SUBSCRIPTION_BACKLOG = 200
+    codec = "" if args.codec == "none" else args.codec
     cls = build_sim_class(*args.max_size, *args.size, array_type=args.array_type,
-                          noise=args.noise)
+                          noise=args.noise, codec=codec,
+                          blosc=(args.blosc_compressor, args.blosc_shuffle, args.blosc_level))
     ioc = cls(prefix=args.prefix)
     server = None
     if not args.no_pva:
@@ -486,9 +537,7 @@ def sim_main(args: argparse.Namespace) -> int:
         server = PvaImageServer(args.prefix + "Pva1:Image")
     from .sim_pva import SimFrames
 
-    codec = "" if args.codec == "none" else args.codec
-    ioc.outputs = SimFrames(ioc, server, codec, blosc_compressor=args.blosc_compressor,
-                            blosc_shuffle=args.blosc_shuffle, blosc_level=args.blosc_level)
+    ioc.outputs = SimFrames(ioc, server)
     if args.list_pvs:
         for name in ioc.pvdb:
             print(name)

@@ -96,15 +96,11 @@ class SimFrames:
     as every ADCore driver adds), compressed with ``codec`` if asked, posted on
     ``<P>Pva1:Image``; Stats1's readbacks."""
 
-    def __init__(self, detector, server: PvaImageServer | None, codec: str = "",
-                 blosc_compressor: int = 1, blosc_shuffle: int = 1, blosc_level: int = 5):
+    def __init__(self, detector, server: PvaImageServer | None):
         from .sim_attributes import AttributeSet
 
         self.detector = detector
         self.server = server
-        self.codec = codec
-        self.blosc = dict(blosc_compressor=blosc_compressor, blosc_shuffle=blosc_shuffle,
-                          blosc_level=blosc_level)
         factory = _ca_sampler
         self.driver = AttributeSet(detector.own_pv, detector.param, factory)
         self.stats = AttributeSet(detector.own_pv, detector.param, factory)
@@ -114,7 +110,10 @@ class SimFrames:
         return self.driver.uses_statistics or self.stats.uses_statistics
 
     def frame(self, uid: int, data: np.ndarray, timestamp: float, sec: int, nsec: int,
-              color: int, statistics: dict | None) -> NDArray:
+              color: int, statistics: dict | None, geometry: dict, codec: str = "",
+              blosc: dict | None = None) -> NDArray:
+        """Frame ``uid`` as the driver hands it on (geometry: per-dimension offset,
+        binning, reverse), compressed with ``codec`` as NDPluginCodec would."""
         from ..ndarray import NDAttribute, NDAttrSource
 
         params = {"ARRAY_COUNTER": uid, "UNIQUE_ID": uid, "TIME_STAMP": timestamp,
@@ -123,17 +122,16 @@ class SimFrames:
                                                "Color mode", "Driver", NDAttrSource.DRIVER)}
         attributes.update(self.driver.evaluate(params))
         attributes.update(self.stats.evaluate(params))
-        frame = NDArray(data=data, unique_id=uid, timestamp=timestamp, epics_ts_sec=sec,
-                        epics_ts_nsec=nsec, attributes=attributes)
-        if self.codec:
+        if codec:
             from ..ndarray import placeholder
             from ..writer.codecs import encode
 
-            codec = encode(data, self.codec, **self.blosc)
-            frame = NDArray(data=placeholder(data.shape, data.dtype), unique_id=uid,
-                            timestamp=timestamp, epics_ts_sec=sec, epics_ts_nsec=nsec,
-                            attributes=attributes, codec=codec)
-        return frame
+            compressed = encode(data, codec, **(blosc or {}))
+            return NDArray(data=placeholder(data.shape, data.dtype), unique_id=uid,
+                           timestamp=timestamp, epics_ts_sec=sec, epics_ts_nsec=nsec,
+                           attributes=attributes, codec=compressed, **geometry)
+        return NDArray(data=data, unique_id=uid, timestamp=timestamp, epics_ts_sec=sec,
+                       epics_ts_nsec=nsec, attributes=attributes, **geometry)
 
     def post(self, frame: NDArray) -> None:
         if self.server is not None:
