@@ -17,7 +17,7 @@ def add_serve_parser(sub) -> None:
                    help="where frames come from: ca://PREFIX (or PREFIX) for an NDStdArrays "
                    "plugin (<PREFIX>ArrayData, ...), or pva://PVNAME for an NDPluginPva "
                    "NTNDArray (e.g. pva://13SIM1:Pva1:Image)")
-    p.add_argument("--pva-queue", type=int, default=16, metavar="N",
+    p.add_argument("--pva-queue", type=int, default=32, metavar="N",
                    help="updates the pvAccess server keeps for us while we lag "
                    "(pvRequest queueSize; pva:// sources)")
     p.add_argument("--cam", default="", help="driver prefix, for PARAM attributes and PortName_RBV")

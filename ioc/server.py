@@ -23,7 +23,7 @@ PORT_NAME = "FileHDF1"
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
               queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process",
-              pva_queue: int = 16):
+              pva_queue: int = 32):
     """Create the PV group, the saver and the image source (not started).
 
     ``source`` is ``ca://PREFIX`` (or a bare PREFIX: an NDStdArrays plugin over Channel

@@ -35,7 +35,7 @@ from .frames import UniqueIdTracker
 log = logging.getLogger(__name__)
 
 POSIX_TIME_AT_EPICS_EPOCH = 631152000
-DEFAULT_QUEUE = 16  # updates the server keeps for us while we lag (pvRequest queueSize)
+DEFAULT_QUEUE = 32  # updates the server keeps for us while we lag (pvRequest queueSize)
 
 # NDAttrSource_t order (ADCore NDAttribute.h): Driver, Param, EPICSPV, Funct, Const.
 _SOURCE_TYPES = (NDAttrSource.DRIVER, NDAttrSource.PARAM, NDAttrSource.EPICS_PV,

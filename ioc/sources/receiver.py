@@ -224,7 +224,7 @@ class ProcessImageSource:
                  on_status: Callable[[dict], None] = lambda status: None,
                  on_error: Callable[[str], None] = lambda message: None,
                  attributes: AttributeSampler | None = None, queue_size: int = 20,
-                 pva_queue: int = 16):
+                 pva_queue: int = 32):
         self.prefix = prefix
         self.pva_queue = pva_queue
         self.on_frame = on_frame
