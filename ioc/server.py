@@ -122,9 +122,13 @@ def serve_main(args: argparse.Namespace) -> int:
 
     keep_frame_buffers()
     _write_behind.set_enabled(not args.keep_page_cache)
-    group, saver, image, context, cam, prime = build_ioc(
-        args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-        tuple(args.allow_root), args.receiver, args.pva_queue)
+    try:
+        group, saver, image, context, cam, prime = build_ioc(
+            args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
+            tuple(args.allow_root), args.receiver, args.pva_queue)
+    except ValueError as exc:  # an unknown source transport
+        log.error("--source %s: %s", args.source, exc)
+        return 2
     if not args.allow_root:
         log.warning("no --allow-root given: any CA client may make this IOC write files "
                     "anywhere its user can write")
