@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..writer.extra_dims import DIM_NAMES, MAX_EXTRA_DIMS, ExtraDims, num_capture_for
+from ..writer.extra_dims import DIM_NAMES, MAX_EXTRA_DIMS, MAX_FRAMES, ExtraDims, num_capture_for
 
 __all__ = ["ExtraDimRules", "extra_dims_of"]
 
@@ -45,6 +45,14 @@ class ExtraDimRules:
     def _sizes(self, **override) -> tuple[int, ...]:
         return tuple(int(override.get(d, self.params[f"ExtraDimSize{d}"])) for d in DIM_NAMES)
 
+    async def _product(self, count: int, sizes: tuple[int, ...]) -> int:
+        """NumCapture for these sizes; refused beyond an Int32 (ADCore's would overflow)."""
+        frames = num_capture_for(count, sizes)
+        if frames > MAX_FRAMES:
+            await self._refuse(f"the extra dimensions would hold {frames} frames (at most "
+                               f"{MAX_FRAMES})")
+        return frames
+
     async def _set_num_capture(self, value: int) -> None:
         self.params["NumCapture"] = value
         await self._publish("NumCapture_RBV", value)
@@ -58,7 +66,7 @@ class ExtraDimRules:
         if not 0 <= count <= MAX_EXTRA_DIMS:
             await self._refuse(f"NumExtraDims must be 0-{MAX_EXTRA_DIMS}")
         if count > 0:
-            await self._set_num_capture(num_capture_for(count, self._sizes()))
+            await self._set_num_capture(await self._product(count, self._sizes()))
 
     async def _put_extra_dim_size(self, dim: str, value) -> None:
         size = int(value)
@@ -66,7 +74,7 @@ class ExtraDimRules:
             await self._refuse(f"ExtraDimSize{dim} must be greater than 0")
         count = int(self.params["NumExtraDims"])
         if count > 0:
-            await self._set_num_capture(num_capture_for(count, self._sizes(**{dim: size})))
+            await self._set_num_capture(await self._product(count, self._sizes(**{dim: size})))
 
     async def _put_extra_dim_chunk(self, dim: str, value) -> None:
         if int(value) < 0:
@@ -81,7 +89,7 @@ class ExtraDimRules:
                 await self._set_num_extra_dims(0)
             return value
         if count > 0:
-            return min(value, num_capture_for(count, self._sizes()))
+            return min(value, await self._product(count, self._sizes()))
         return value
 
     async def put_PositionMode(self, value):

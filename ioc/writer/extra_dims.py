@@ -35,7 +35,9 @@ __all__ = ["DIM_NAMES", "MAX_EXTRA_DIMS", "AxesPlan", "ExtraDims", "FramePlaceme
 
 DIM_NAMES = ("N", "X", "Y", "3", "4", "5", "6", "7", "8", "9")  # PV suffixes, dim 0 first
 MAX_EXTRA_DIMS = len(DIM_NAMES) - 1  # NumExtraDims range 0..9
+MAX_FRAMES = 2**31 - 1  # NumCapture is an Int32: the extra dimensions may not hold more
 ATTRIBUTE_TAIL = (1, 1)  # the two length-1 axes ADCore gives DimAttDatasets datasets
+ATTRIBUTE_CHUNK_BYTES = 1 << 20  # cap on a DimAttDatasets chunk (see attribute_chunks)
 
 
 class PositionError(ValueError):
@@ -97,13 +99,27 @@ class ExtraDims:
         return AxesPlan(dims=self.dims, maxshape=sizes, chunks=tuple(chunks),
                         sequential_limits=sizes, position_limits=sizes)
 
-    def attribute_chunks(self, num_capture: int, ndattribute_chunk: int) -> tuple[int, ...]:
-        """Chunk of each leading axis of a DimAttDatasets dataset (calculateAttributeChunking)."""
+    def attribute_chunks(self, num_capture: int, ndattribute_chunk: int,
+                         itemsize: int = 8) -> tuple[int, ...]:
+        """Chunk of each leading axis of a DimAttDatasets dataset.
+
+        ADCore (``calculateAttributeChunking``): NDAttributeChunk on every axis, else 32 on
+        every axis when NumCapture is 0, else each axis's ExtraDimSize.  A whole scan in one
+        chunk (or 32**k values) can be far more than a chunk should hold, or than HDF5
+        allows (2**32 values): chunks are capped at ATTRIBUTE_CHUNK_BYTES, shrinking the
+        outer axes first."""
         if ndattribute_chunk > 0:
-            return tuple(ndattribute_chunk for _ in self.dims)
-        if num_capture <= 0:
-            return tuple(32 for _ in self.dims)
-        return tuple(int(self.sizes[d]) if int(self.sizes[d]) > 0 else 32 for d in self.dims)
+            chunks = [ndattribute_chunk for _ in self.dims]
+        elif num_capture <= 0:
+            chunks = [32 for _ in self.dims]
+        else:
+            chunks = [int(self.sizes[d]) if int(self.sizes[d]) > 0 else 32 for d in self.dims]
+        for axis in range(len(chunks)):
+            excess = -(-prod(chunks) * itemsize // ATTRIBUTE_CHUNK_BYTES)  # ceil
+            if excess <= 1:
+                break
+            chunks[axis] = max(1, chunks[axis] // excess)
+        return tuple(chunks)
 
     def index_dim(self, attribute_name: str) -> int | None:
         """The dim whose 1-D index dataset this NDAttribute feeds (PosIndexDim<d>), if any.

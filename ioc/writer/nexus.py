@@ -483,7 +483,9 @@ class NexusWriter:
         if index_dim is not None:
             axis = self._placement.plan.dims.index(index_dim)
             return ScanAttributeDataset(group, placement, attribute, index_axis=axis, chunk=chunk)
-        leading = dims.attribute_chunks(self.options.num_capture, self.options.ndattribute_chunk)
+        itemsize = ATTRIBUTE_STRING_SIZE if attribute.dtype is NDAttrType.String else 8
+        leading = dims.attribute_chunks(self.options.num_capture, self.options.ndattribute_chunk,
+                                        itemsize)
         return ScanAttributeDataset(group, placement, attribute, leading=leading if multi else (),
                                     multi_frame=multi)
 

@@ -3,7 +3,7 @@ frames that carry their position NDAttributes, as NDPosPlugin's frames do.
 
 Over CA frames carry no NDAttributes of the driver's, so this is where PositionMode is
 tested until frames arrive over pvAccess; the PV rules are tested over CA
-(``tests/system/test_extra_dims.py``)."""
+(``tests/system/test_extra_dims_pvs.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 from helpers import attr, make_frame
 from saver_harness import SaverHarness
-from test_extra_dims import labelled, snake
+from test_extra_dims_writer import labelled, snake
 
 from ioc.ndarray import NDAttrType
 

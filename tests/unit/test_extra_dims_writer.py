@@ -330,3 +330,16 @@ def test_single_mode_dim_att_datasets_fast_path(tmp_path):
 def test_extra_dims_range():
     with pytest.raises(ValueError, match="0-9"):
         ExtraDims(num_extra_dims=10)
+
+
+def test_dim_att_chunks_are_capped():
+    """ADCore's 32 per axis (NumCapture 0) or a whole scan per chunk can exceed what a chunk
+    should hold, or HDF5's 2**32 values: capped at 1 MiB, outer axes shrunk first."""
+    from ioc.writer.extra_dims import ATTRIBUTE_CHUNK_BYTES
+
+    assert dims(2, 2, 4, 3).attribute_chunks(0, 0) == (32, 32, 32)  # 256 KiB of float64
+    assert dims(2, 2, 4, 3).attribute_chunks(0, 0, itemsize=256) == (4, 32, 32)
+    ten = ExtraDims(num_extra_dims=9, sizes=(1000,) * 10)
+    for num_capture in (0, 10):
+        chunks = ten.attribute_chunks(num_capture, 0)
+        assert int(np.prod(chunks)) * 8 <= ATTRIBUTE_CHUNK_BYTES and min(chunks) >= 1

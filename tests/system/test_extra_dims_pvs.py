@@ -33,6 +33,11 @@ def test_ranges_refused_as_adcore(ready):
         assert ready.get(suffix) == old and ready.get(f"{suffix}_RBV") == old
     ready.put("NumExtraDims", 9)
     assert ready.get("NumExtraDims_RBV") == 9
+    ready.put("ExtraDimSizeN", 70000)
+    ready.put_refused("ExtraDimSizeX", 70000)  # NumCapture is an Int32: bounded
+    assert ready.get("WriteMessage") == \
+        "the extra dimensions would hold 4900000000 frames (at most 2147483647)"
+    assert ready.get("ExtraDimSizeX_RBV") == 1
     assert [ready.get(f"ExtraDimName{d}_RBV") for d in "NXY"] == [
         "scan dimension 0", "scan dimension 1", "scan dimension 2"]
 
