@@ -65,14 +65,16 @@ def test_num_capture_follows_the_sizes(ready):
 def test_rules_with_pyepics(ready):
     import epics
 
+    def get(suffix, **kw):
+        return epics.caget(W + suffix, connection_timeout=30, **kw)
+
     for suffix, value in (("ExtraDimSizeN", 4), ("ExtraDimSizeX", 6), ("NumExtraDims", 1)):
-        assert epics.caput(W + suffix, value, wait=True, timeout=10) == 1
-    assert epics.caget(W + "NumCapture_RBV") == 24
-    epics.caput(W + "ExtraDimSizeX", 0, wait=True, timeout=10)  # refused by the IOC
-    assert epics.caget(W + "ExtraDimSizeX_RBV") == 6
-    assert epics.caget(W + "WriteMessage", as_string=True) == \
-        "ExtraDimSizeX must be greater than 0"
-    assert epics.caget(W + "NumCapture_RBV") == 24
+        assert epics.caput(W + suffix, value, wait=True, timeout=30, connection_timeout=30) == 1
+    assert get("NumCapture_RBV") == 24
+    epics.caput(W + "ExtraDimSizeX", 0, wait=True, timeout=30)  # refused by the IOC
+    assert get("ExtraDimSizeX_RBV") == 6
+    assert get("WriteMessage", as_string=True) == "ExtraDimSizeX must be greater than 0"
+    assert get("NumCapture_RBV") == 24
 
 
 def check_grid_file(path, uids, grid):
