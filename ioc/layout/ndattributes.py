@@ -232,8 +232,9 @@ def parse_attributes(xml: XMLText) -> AttributeDefinitions:
 
     def refuse(message: str, element) -> AttributesError:
         if by_name:
-            message += (f" ({len(by_name)} attribute{'s' if len(by_name) > 1 else ''} defined "
-                        "before it stay in use, as in ADCore)")
+            several = len(by_name) > 1
+            message += (f" ({len(by_name)} attribute{'s' if several else ''} defined before it "
+                        f"stay{'' if several else 's'} in use, as in ADCore)")
         return AttributesError(message, source=xml.source, line=element.sourceline,
                                definitions=AttributeDefinitions(by_name.values(), warnings))
 
