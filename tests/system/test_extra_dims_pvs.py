@@ -66,7 +66,8 @@ def test_rules_with_pyepics(ready):
     import epics
 
     def get(suffix, **kw):
-        return epics.caget(W + suffix, connection_timeout=30, **kw)
+        # generous: ophyd (an earlier module) may have left this name in libca, reconnecting
+        return epics.caget(W + suffix, timeout=30, connection_timeout=30, **kw)
 
     for suffix, value in (("ExtraDimSizeN", 4), ("ExtraDimSizeX", 6), ("NumExtraDims", 1)):
         assert epics.caput(W + suffix, value, wait=True, timeout=30, connection_timeout=30) == 1
