@@ -3,7 +3,7 @@ frames that carry their position NDAttributes, as NDPosPlugin's frames do.
 
 Over CA frames carry no NDAttributes of the driver's, so this is where PositionMode is
 tested until frames arrive over pvAccess; the PV rules are tested over CA
-(``tests/system/test_extra_dims_pvs.py``)."""
+(``tests/system/test_scan_pvs.py``)."""
 
 from __future__ import annotations
 
