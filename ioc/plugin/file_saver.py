@@ -161,29 +161,32 @@ class FileSaver:
         self._describe(frame)
         self.last_frame = frame
         mode = self.p("FileWriteMode")
-        saved = False
+        # NDPluginFile::processCallbacks counts every frame it hands to the writer (Single
+        # with AutoSave, Stream while capturing), written or not; in Capture, those buffered.
+        counted = False
         if mode == SINGLE:
             if self.p("AutoSave"):
-                saved = self._write_single(frame)
+                self._write_single(frame)
+                counted = True
         elif mode == CAPTURE:
             if self.capturing:
                 self.buffer.append(frame.detached())  # held for long: off the slot
                 self.num_captured = len(self.buffer)
                 self.post(NumCaptured_RBV=self.num_captured)
-                saved = True
+                counted = True
                 if self.num_captured >= self.p("NumCapture"):
                     self._set_capture(False)
                     if self.p("AutoSave"):
                         self._write_buffer()
         elif mode == STREAM and self.capturing:
+            counted = True
             if self.writer is None and self.lazy_pending:
                 self.lazy_pending = False
                 if self._open_stream(frame) is not None:
                     self._set_capture(False)
-                    return
             if self.writer is not None:
-                saved = self._stream_frame(frame)
-        if saved:
+                self._stream_frame(frame)
+        if counted:
             self.array_counter = int(self.p("ArrayCounter")) + 1
             self.post(ArrayCounter=self.array_counter, ArrayCounter_RBV=self.array_counter)
         self.post(ExecutionTime_RBV=(time.perf_counter() - t0) * 1e3)

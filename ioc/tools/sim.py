@@ -1,5 +1,5 @@
 """``nexus-writer-ioc sim``: a simulated areaDetector (``cam1:``, ``image1:``, ``Pva1:``,
-``Stats1:``).
+``Stats1:``, ``Codec1:``, ``Pos1:``).
 
 ADSimDetector-like, served by caproto (CA) and p4p (pvAccess).  Frames carry a
 verifiable pattern: pixel (y, x) = (x + y + UniqueId) wrapped to the data type (plus a
@@ -7,7 +7,8 @@ fixed noise field with ``--noise``), so a test can check every pixel of every fi
 ``image1:`` posts in ADCore's order (dimensions when they change, ArrayData, then the
 scalars); ``Pva1:Image`` posts the whole NDArray as an NTNDArray with the driver's and the
 statistics plugin's NDAttributes (``sim_attributes``), compressed as NDPluginCodec does
-with ``--codec``.
+with ``--codec``, labelled with scan indices by the NDPosPlugin stand-in ``Pos1:``
+(``sim_pos``) while that is enabled.
 
 The frames in flight are bounded: at any AcquirePeriod (0 included) the frame loop waits
 while the CA server still holds ``max_in_flight`` frames it has not sent on, instead of
@@ -270,12 +271,16 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
     names = {v: k for k, v in CODEC_NAMES.items()}
     Codec = _group_class("SimCodec", _codec_table(
         CODEC_COMPRESSORS.index(names.get(codec, "None")), *blosc))
+    from .sim_pos import pos_group_class
+
+    Pos = pos_group_class(_group_class)
 
     class SimDetector(PVGroup):
         cam = SubGroup(Cam, prefix="cam1:")
         image = SubGroup(Image, prefix="image1:")
         stats = SubGroup(Stats, prefix="Stats1:")
         codec = SubGroup(Codec, prefix="Codec1:")
+        pos = SubGroup(Pos, prefix="Pos1:")  # NDPosPlugin, upstream of Pva1 when enabled
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -438,8 +443,10 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
                 name, dict(blosc_compressor=codec.value("BloscCompressor"),
                            blosc_shuffle=codec.value("BloscShuffle"),
                            blosc_level=codec.value("BloscCLevel")))
-            self.outputs.post(frame)
             factor = frame.nbytes / frame.compressed_size if frame.compressed_size else 1.0
+            frame = await self.pos.label(frame)
+            if frame is not None:
+                self.outputs.post(frame)
             await codec.set_changed(CompFactor_RBV=factor, CodecStatus=2 if error else 0,
                                     CodecError=error)
 

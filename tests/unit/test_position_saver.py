@@ -59,6 +59,8 @@ def test_frame_without_its_label_stops_the_stream_and_keeps_the_file(tmp_path):
             "position; file closed with 4 frames")
         assert h.params["Capture"] == 0 and h.params["Capture_RBV"] == 0
         assert h.params["NumCaptured_RBV"] == 4
+        # NDPluginFile counts the frame it failed to write, not frame 6 (capture ended)
+        assert h.params["ArrayCounter_RBV"] == 5
         assert sorted(p.name for p in tmp_path.iterdir()) == ["scan_001.h5"]  # renamed
     with h5py.File(tmp_path / "scan_001.h5") as f:
         assert f[DATA].shape == (1, 2, 2, 4, 5)  # frame 6 was not written: capture ended
@@ -86,3 +88,19 @@ def test_single_mode_forces_num_extra_dims_to_zero(tmp_path):
     with h5py.File(tmp_path / "scan_001.h5") as f:
         assert f[DATA].shape == (4, 5)
         assert f[ND]["NDArrayUniqueId"].shape == (1, 1)
+
+
+def test_array_counter_counts_frames_handed_to_the_writer(tmp_path):
+    """NDPluginFile::processCallbacks: Single with AutoSave and Stream while capturing count
+    every frame they hand to the writer, written or not; Capture counts those buffered."""
+    with SaverHarness(tmp_path, FileWriteMode=0, AutoSave=1,
+                      FilePath=f"{tmp_path}/missing/") as h:
+        h.feed([make_frame(1), make_frame(2)])
+        assert h.params["WriteStatus"] == 1 and h.params["ArrayCounter_RBV"] == 2
+        h.set(FileWriteMode=2, FilePath=f"{tmp_path}/", LazyOpen=1, NumCapture=0)
+        h.command("capture", on=True)
+        h.feed([make_frame(3), make_frame(4, shape=(5, 5))])  # the second does not fit
+        assert h.params["NumCaptured_RBV"] == 1 and h.params["ArrayCounter_RBV"] == 4
+        h.command("capture", on=False)
+        h.feed([make_frame(5)])  # not capturing: not counted
+        assert h.params["ArrayCounter_RBV"] == 4
