@@ -26,14 +26,16 @@ sequence is reproduced from its source (malcolm 6.3):
 * ``malcolm/modules/ADCore/parts/positionlabellerpart.py``, ``_make_xml``: NDPosPlugin's
   position list, ``<dimension name="d<i>"/>`` per generator dimension and one
   ``<position d0=.. d1=.. d2=../>`` per point (``point.indexes``); NDPosPlugin puts those
-  values on each frame as Int32 NDAttributes named d0, d1, d2.
+  values on each frame as Float64 NDAttributes named d0, d1, d2 (Int32 before ADCore's
+  positions became doubles; PositionMode reads either as an index).
 * ``malcolm/modules/ADCore/util.py``: ``check_driver_version`` (HDF writer requires 3.12).
 
 The scan: a 3 x 4 snake grid with 2 frames per point (3 generator dimensions).  Over CA
 the frames carry no NDAttributes of the driver's, so with PositionMode the first frame
 stops the file (ADCore's behaviour); the file shapes pymalcolm expects are checked with
 frames labelled as NDPosPlugin labels them, through the IOC's file saver.  The same scan
-over pvAccess, with the simulator's NDPosPlugin stand-in, follows with the PVA source.
+over pvAccess, with the simulator's NDPosPlugin stand-in labelling the frames and
+``PositionLabellerPart``'s sequence on it, is ``test_pymalcolm_pva.py``.
 """
 
 from __future__ import annotations
@@ -191,7 +193,8 @@ def labelled_frames() -> list[NDArray]:
     positions = ET.fromstring(position_xml()).find("positions")
     frames = []
     for uid, element in enumerate(positions, start=1):
-        attributes = {name: NDAttribute(name, int(value), NDAttrType.Int32, "position index")
+        attributes = {name: NDAttribute(name, float(value), NDAttrType.Float64,
+                                        "Position of NDArray", "NDPosPlugin")
                       for name, value in element.attrib.items()}
         frames.append(NDArray(data=expected_pixels(uid, *SIZE), unique_id=uid,
                               timestamp=time.time(), attributes=attributes))
@@ -213,18 +216,26 @@ def test_scan_file_shapes_with_position_labels(tmp_path):
         saver.command("flush")  # on_run's flushNow
         saver.command("capture", on=False)  # on_reset: stop
         assert saver.params["WriteStatus"] == 0, saver.params["WriteMessage"]
-    with h5py.File(tmp_path / "det.h5", "r", swmr=True) as f:
+    check_scan_file(tmp_path / "det.h5", {tuple(int(frame.attributes[f"d{i}"].value)
+                                                for i in range(3)): frame.unique_id
+                                          for frame in frames})
+
+
+def check_scan_file(path: Path, uid_at: dict[tuple[int, int, int], int]) -> None:
+    """The file as pymalcolm's dataset infos describe it (read with SWMR, as it does while
+    the scan runs): every frame at its point."""
+    with h5py.File(path, "r", swmr=True) as f:
         data = f["/entry/detector/detector"]  # rank: detector 2 + generator 3
         assert data.shape == data.maxshape == (3, 4, 2, SIZE[1], SIZE[0])
-        uid_at = {}
-        for frame in frames:
-            y, x, n = (int(frame.attributes[f"d{i}"].value) for i in range(3))
-            np.testing.assert_array_equal(data[y, x, n], frame.data)
-            uid_at[y, x, n] = frame.unique_id
+        for point, uid in uid_at.items():
+            np.testing.assert_array_equal(data[point], expected_pixels(uid, *SIZE))
         nd = f["/entry/NDAttributes"]
         # The generator's rank (3), and ADCore's two trailing 1s (DimAttDatasets).
         for name in ("NDArrayUniqueId", "NDArrayTimeStamp", "d0", "d1", "d2"):
             assert nd[name].shape == (3, 4, 2, 1, 1), name
+        for i in range(3):
+            assert nd[f"d{i}"].dtype == np.dtype("<f8")
+            assert nd[f"d{i}"].attrs["NDAttrSource"] == b"NDPosPlugin"
         ids = nd["NDArrayUniqueId"][..., 0, 0]
         assert all(ids[pos] == uid for pos, uid in uid_at.items())
         assert f["/entry/detector/y_set"][()].tolist() == [0.0, 0.5, 1.0]
