@@ -1,7 +1,7 @@
 """A FileSaver driven directly: the PV layer's parameters and posts, without CA.
 
-For behaviour that needs frames carrying NDAttributes a CA source cannot deliver yet
-(PositionMode labels): the same worker thread, queue and writer as the IOC's.
+For the saver's rules frame by frame (PositionMode labels, counters) with frames made in
+the test: the same worker thread, queue and writer as the IOC's.
 """
 
 from __future__ import annotations

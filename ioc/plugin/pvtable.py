@@ -140,7 +140,7 @@ def _ndarray_base() -> list[PV]:
     t += ro("TimeStamp_RBV", Kind.DOUBLE, "ai", 0.0, precision=3)
     t += ro("EpicsTSSec_RBV", Kind.LONG, "longin", 0)
     t += ro("EpicsTSNsec_RBV", Kind.LONG, "longin", 0)
-    t += long("ArrayCounter", doc="frames saved or captured; writable to reset")
+    t += long("ArrayCounter", doc="frames handed to the writer (written or not) or captured; writable")
     t += ro("ArrayRate_RBV", Kind.DOUBLE, "calc", 0.0, precision=1, units="Hz")
     t += boolean("ArrayCallbacks", DISABLE_ENABLE, 0, inert=True,
                  doc="a file plugin makes no output callbacks")

@@ -1,9 +1,9 @@
 """PositionMode through the file saver (the IOC's worker thread, queue and writer), fed
 frames that carry their position NDAttributes, as NDPosPlugin's frames do.
 
-Over CA frames carry no NDAttributes of the driver's, so this is where PositionMode is
-tested until frames arrive over pvAccess; the PV rules are tested over CA
-(``tests/system/test_scan_pvs.py``)."""
+Here the saver's rules, frame by frame; end to end over pvAccess with the simulator's
+NDPosPlugin in ``tests/system/test_position_scan.py``; the PV rules over CA in
+``tests/system/test_scan_pvs.py``."""
 
 from __future__ import annotations
 
