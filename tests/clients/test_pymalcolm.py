@@ -179,6 +179,9 @@ def test_configure_sequence_then_unlabelled_frames_stop_the_file(ready, tmp_path
     assert ready.get("WriteMessage") == (
         f"Error writing file, frame {uids[0]} has no NDAttribute 'd2' (PosNameDimN) for its "
         "position; file closed with 0 frames")
+    # on_run's first-array wait (ArrayCounter_RBV > 0) ends: NDPluginFile counts the frame
+    # it failed to write; NumCaptured_RBV stays short and the Capture put reports the error
+    assert ready.get("ArrayCounter_RBV") == 1 and ready.get("NumCaptured_RBV") == 0
     with h5py.File(tmp_path / "det.h5") as f:  # opened (lazily) then closed: valid, empty
         assert f["/entry/detector/detector"].shape == (1, 1, 1, SIZE[1], SIZE[0])
     ready.put("Capture", 0)  # on_reset: stop, then the layout file goes

@@ -254,3 +254,20 @@ def test_unlabelled_frame_stops_the_file(scan, tmp_path):
         assert f[DATA].shape == (1, 3, 2, SIZE[1], SIZE[0])  # grown to the frames placed
         for uid, point in enumerate(points[:5], start=1):
             np.testing.assert_array_equal(f[DATA][point], expected_pixels(uid, *SIZE))
+
+
+def test_position_list_file_and_refusals(scan, tmp_path):
+    """A list from a file appends to what is held; an unreadable one is refused
+    (FileValid_RBV No) and changes nothing."""
+    _, pos = scan
+    pos.put("Delete", 1)
+    path = tmp_path / "positions.xml"
+    path.write_text(position_xml(snake()[:5]))
+    pos.put("Filename", str(path))
+    assert pos.get("FileValid_RBV") == "Yes" and pos.get("Qty_RBV") == 5
+    assert pos.get("Filename_RBV") == str(path)
+    pos.put("Filename", str(path))  # NDPosPlugin appends
+    assert pos.get("Qty_RBV") == 10
+    for bad in (str(tmp_path / "missing.xml"), "<pos_layout><positions>"):
+        pos.put("Filename", bad)
+        assert pos.get("FileValid_RBV") == "No" and pos.get("Qty_RBV") == 10

@@ -168,3 +168,13 @@ def test_position_text_and_attributes_as_ndposplugin_attaches_them():
     d0 = frame.attributes["d0"]
     assert (d0.value, d0.dtype, d0.description, d0.source, d0.source_type) == (
         0.0, NDAttrType.Float64, "Position of NDArray", "NDPosPlugin", NDAttrSource.DRIVER)
+
+
+def test_positions_held_are_bounded(monkeypatch):
+    import ioc.tools.sim_pos as sim_pos
+
+    monkeypatch.setattr(sim_pos, "MAX_POSITIONS", 3)
+    lab = labeller([1, 2])
+    with pytest.raises(PositionListError, match="more than 3 positions"):
+        lab.append([{"x": 3.0}, {"x": 4.0}])
+    assert len(lab.positions) == 2  # the refused load added nothing
