@@ -40,6 +40,7 @@ from caproto import SkipWrite
 
 from ..layout._xml import XMLInputError, XMLText, parse_secure
 from ..ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType
+from ..plugin.group import make_pvproperty
 from ..plugin.pvtable import PV, Kind, boolean, long, pair, ro, rw, text, to_param, to_pv
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,16 @@ def pos_group_class(group_class) -> type:
     """The ``Pos1:`` PVGroup class; ``group_class(name, table)`` makes the simulator's
     mirroring group (every ``_RBV`` follows its setpoint)."""
 
-    class SimPos(group_class("SimPosBase", pos_table())):
+    table = pos_table()
+    # Without EPICS record fields (VAL, DESC, SCAN, ... each): ~45 records of ~60 fields
+    # would cost the simulator a second more to start, and nothing here uses them.
+    lean = {}
+    for pv in table:
+        prop = make_pvproperty(pv)
+        prop.pvspec = prop.pvspec._replace(record=None)
+        lean[pv.suffix] = prop
+
+    class SimPos(group_class("SimPosBase", table, lean)):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.labeller = PositionLabeller()
