@@ -29,6 +29,9 @@ def add_serve_parser(sub) -> None:
                    help="leave written files in the page cache (default: write them back at "
                    "once and drop them from memory soon after: faster, steadier)")
     p.add_argument("--list-pvs", action="store_true", help="print the PVs served, then serve")
+    p.add_argument("--max-memory", type=float, default=None, metavar="MB",
+                   help="memory for the frames the IOC holds (input queue and Capture "
+                   "buffer), shown in PoolMaxMem; default: half of this machine's memory")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=lambda args: _lazy('server', 'serve_main')(args))
 

@@ -22,14 +22,19 @@ PORT_NAME = "FileHDF1"
 
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
-              queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process"):
+              queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process",
+              max_memory: int | None = None):
     """Create the PV group, the saver and the CA source (not started).
 
     ``receiver="process"`` receives images in a child process (frames in shared
-    memory); ``"thread"`` receives them in this process (one GIL for everything)."""
+    memory); ``"thread"`` receives them in this process (one GIL for everything).
+    ``max_memory`` (bytes) bounds the frames held (queue and Capture buffer)."""
     import h5py
 
+    from .plugin.memory import default_limit
     from .sources.ca import AttributeSampler, CAImageSource
+
+    max_memory = max_memory or default_limit()
 
     table = with_defaults(
         PluginType_RBV=f"NDFileHDF5 ver{h5py.version.hdf5_version}",
@@ -37,12 +42,14 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         QueueSize=queue_size, QueueSize_RBV=queue_size, QueueFree=queue_size,
         XMLFileName=layout, XMLFileName_RBV=layout,
         NDAttributesFile=attributes, SourcePrefix=source, SourcePrefix_RBV=source,
+        PoolMaxMem=max_memory / 1e6,
     )
     group = make_group_class(table)(prefix=prefix, table=table)
     group.available_compressions = {int(c) for c in available_compressions()}
     policy = PathPolicy.from_dirs(allow_roots)
     group.policy = policy
-    saver = FileSaver(group.params, group.post, queue_size, policy)
+    saver = FileSaver(group.params, group.post, queue_size, policy, memory_limit=max_memory,
+                      user_paths=group.user_paths)
     group.saver = saver
     group.check_layout = lambda spec: layout_status(spec, policy)
 
@@ -83,6 +90,9 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
             sampler.set_definitions([])
             return int(exc.status), str(exc)
         notes = sampler.set_definitions(definitions)
+        # a Stream opened with the last frame records the new attributes (as ADCore)
+        saver.submit("attributes_changed", values=sampler.sample(),
+                     names={d.name for d in definitions})
         return int(AttributesStatus.OK), "; ".join(notes)
 
     def set_source(prefix_: str) -> None:
@@ -96,6 +106,7 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         if frame is not None:
             saver.submit("prime", frame=frame)
 
+    sampler.on_message = lambda message: group.post(NDAttributesMessage_RBV=message[:255])
     group.on_attributes = load
     group.on_source_prefix = set_source
     return group, saver, image, context, cam, prime
@@ -109,9 +120,10 @@ def serve_main(args: argparse.Namespace) -> int:
 
     keep_frame_buffers()
     _write_behind.set_enabled(not args.keep_page_cache)
+    max_memory = int(args.max_memory * 1e6) if getattr(args, "max_memory", None) else None
     group, saver, image, context, cam, prime = build_ioc(
         args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-        tuple(args.allow_root), args.receiver)
+        tuple(args.allow_root), args.receiver, max_memory)
     if not args.allow_root:
         log.warning("no --allow-root given: any CA client may make this IOC write files "
                     "anywhere its user can write")
@@ -128,6 +140,8 @@ def serve_main(args: argparse.Namespace) -> int:
         await group.put_XMLFileName(group.params["XMLFileName"])
         await group._load_attributes(group.params["NDAttributesFile"],
                                      group.params["NDAttributesMacros"])
+        if group.params["FilePath"]:
+            await group.report_unfinished(str(group.params["FilePath"]))
         await loop.run_in_executor(None, image.start)
         if cam:
             loop.create_task(_default_port(group, context, cam))
@@ -136,8 +150,10 @@ def serve_main(args: argparse.Namespace) -> int:
     def terminate(*_):
         raise KeyboardInterrupt
 
-    # SIGTERM and SIGINT end the server; open files are closed (and renamed) below.
+    # SIGTERM, SIGINT and SIGHUP (the terminal or the session going away) end the server;
+    # open files are closed (and renamed) below.
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
     # A file-size limit (RLIMIT_FSIZE) must give a write error, not kill the IOC.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     from caproto.server import run

@@ -22,12 +22,9 @@ from caproto.server.server import PvpropertyChar, pvspec_type_map
 
 from .puts import PutRules
 from .pvtable import BY_SUFFIX, PV, Kind, to_param, to_pv
+from .refusals import PutRefused, RefusalLog, install
 
 log = logging.getLogger(__name__)
-
-
-class PutRefused(Exception):
-    """A write ADCore would refuse: the client gets an error, the old value stays."""
 
 
 class CharData(PvpropertyChar):
@@ -63,10 +60,11 @@ def make_pvproperty(pv: PV) -> pvproperty:
     elif pv.kind is Kind.DOUBLE:
         kw.update(dtype=ChannelType.DOUBLE, value=float(pv.value), precision=pv.precision)
     elif pv.kind is Kind.CHAR:
-        kw.update(dtype=str, value=str(pv.value), max_length=pv.nelm)
+        # UTF-8 as clients send it ("café" must name café_001.h5 on disk, not cafÃ©)
+        kw.update(dtype=str, value=str(pv.value), max_length=pv.nelm, string_encoding="utf-8")
         record = "waveform"
     elif pv.kind is Kind.STRING:
-        kw.update(dtype=ChannelType.STRING, value=str(pv.value))
+        kw.update(dtype=ChannelType.STRING, value=str(pv.value), string_encoding="utf-8")
     elif pv.kind is Kind.LONG_ARRAY:
         kw.update(dtype=ChannelType.LONG, value=list(pv.value), max_length=pv.nelm)
     if pv.units:
@@ -99,8 +97,10 @@ class PluginBase(PutRules, PVGroup):
         self.check_layout: Callable[[str], tuple[Any, str]] | None = None
         self.available_compressions: set[int] = {0, 3}
         from .naming import PathPolicy
+        from .user_paths import UserPaths
 
         self.policy = PathPolicy()
+        self.user_paths = UserPaths()  # calls on operator-given paths, with a timeout
         self._pending: dict[str, Any] = {}
         self._sequence: list[tuple[str, Any]] = []
         self._post_lock = threading.Lock()
@@ -110,6 +110,9 @@ class PluginBase(PutRules, PVGroup):
         self._last_accept = 0.0
         self._frame_lock = threading.Lock()
         self._counter_history: list[tuple[float, int]] = []
+        # every client write: refusals said in WriteMessage and in one log line
+        self.refusals = RefusalLog()
+        install(self.attr_pvdb.values(), self._say_refused, self.refusals)
 
     def pv(self, suffix: str):
         return self.attr_pvdb[suffix]
@@ -214,6 +217,9 @@ class PluginBase(PutRules, PVGroup):
             await self.pv(readback.suffix).write(to_pv(readback, self.params[suffix]))
         return value
 
+    async def _say_refused(self, reason: str) -> None:
+        await self._publish("WriteMessage", reason[:255])
+
     async def _refuse(self, message: str):
         await self._publish("WriteMessage", message[:255])
         raise PutRefused(message)
@@ -243,8 +249,7 @@ class PluginBase(PutRules, PVGroup):
                 used = self.saver.queue.frames + len(self.saver.buffer)
                 await self._publish("PoolAllocBuffers", used)
                 await self._publish("PoolUsedBuffers", float(used))
-                size = self.saver.last_frame.nbytes if self.saver.last_frame is not None else 0
-                await self._publish("PoolUsedMem", used * size / 1e6)
+                await self._publish("PoolUsedMem", self.saver.memory_used() / 1e6)
                 await self._publish("QueueUse", float(self.saver.queue.frames))
 
 
