@@ -156,7 +156,7 @@ def serve_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, terminate)
     # A file-size limit (RLIMIT_FSIZE) must give a write error, not kill the IOC.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    from caproto.server import run
+    from .plugin.circuits import run  # caproto's, with writes in flight bounded
 
     interfaces = os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "0.0.0.0").split()
     try:

@@ -484,7 +484,7 @@ class FileSaver:
                         f" MB; limit {memory.megabytes(self.memory_limit):.0f} MB, serve "
                         "--max-memory); WriteFile writes them, FreeCapture frees them")
             return False
-        kept = frame.detached()  # held for long: off the receiver's slot
+        kept = memory.kept_frame(frame)  # held for long: off the receiver's slot
         self.buffer.append(kept)
         self.buffer_bytes += kept.nbytes
         self.queue.max_bytes = max(self.memory_limit - self.buffer_bytes, 0)  # one budget

@@ -10,6 +10,7 @@ block runs in the saver's worker thread or in an executor.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from caproto.server.server import PvpropertyChar, pvspec_type_map
 
 from .puts import PutRules
 from .pvtable import BY_SUFFIX, PV, Kind, to_param, to_pv
-from .refusals import PutRefused, RefusalLog, install
+from .refusals import PutRefused, RefusalLog, WriteNeutralAlarm, install
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,11 @@ class PluginBase(PutRules, PVGroup):
         # every client write: refusals said in WriteMessage and in one log line
         self.refusals = RefusalLog()
         install(self.attr_pvdb.values(), self._say_refused, self.refusals)
+
+    def _create_pvdb(self):
+        # a refused put raises no alarm (caproto's would be published to every PV)
+        self.alarms = collections.defaultdict(WriteNeutralAlarm)
+        return super()._create_pvdb()
 
     def pv(self, suffix: str):
         return self.attr_pvdb[suffix]

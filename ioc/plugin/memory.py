@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
+import mmap
 import os
 
-__all__ = ["default_limit", "give_back", "megabytes"]
+import numpy as np
+
+from ..ndarray import NDArray
+
+__all__ = ["default_limit", "give_back", "kept_frame", "megabytes"]
 
 
 def physical_memory() -> int | None:
@@ -37,3 +43,15 @@ def give_back() -> None:
         libc.malloc_trim(0)
     except (OSError, AttributeError, TypeError):
         pass
+
+
+def kept_frame(frame: NDArray) -> NDArray:
+    """A copy of ``frame`` for the Capture buffer, its pixels in an anonymous mapping of
+    their own: unmapped the moment the frame is dropped.  (Copies on the heap, where this
+    process keeps frame buffers on purpose, are not given back to the system when freed
+    by a thread other than the main one: a freed 4.7 GB buffer stayed resident.)"""
+    data = frame.data
+    memory = mmap.mmap(-1, max(data.nbytes, 1))
+    copy = np.frombuffer(memory, dtype=data.dtype, count=data.size).reshape(data.shape)
+    np.copyto(copy, data)
+    return dataclasses.replace(frame, data=copy)

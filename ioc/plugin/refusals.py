@@ -15,13 +15,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from caproto import CaprotoError, ChannelType
+from caproto import AlarmSeverity, AlarmStatus, CaprotoError, ChannelAlarm, ChannelType
 from caproto._data import ChannelEnum
 from caproto._dbr import native_type
 
 log = logging.getLogger("ioc.puts")
 
-__all__ = ["PutRefused", "RefusalLog", "install"]
+__all__ = ["PutRefused", "RefusalLog", "WriteNeutralAlarm", "install"]
 
 
 class PutRefused(Exception):
@@ -59,6 +59,19 @@ class RefusalLog:
             self._suppressed += 1
 
 
+class WriteNeutralAlarm(ChannelAlarm):
+    """The PVs' alarm, left alone by a refused write.  caproto raises MAJOR/WRITE on a
+    failed write and publishes it to every PV sharing the alarm (all of a group's PVs:
+    ~1.5 ms of record-field updates per refused put); EPICS base raises no alarm for a
+    refused put."""
+
+    async def write(self, *, status=None, severity=None, **kwargs):
+        if status == AlarmStatus.WRITE and severity == AlarmSeverity.MAJOR_ALARM \
+                and not kwargs:
+            return None
+        return await super().write(status=status, severity=severity, **kwargs)
+
+
 def describe_value(data, data_type) -> str:
     """A short, printable form of what a client wrote."""
     try:
@@ -85,7 +98,7 @@ def check_enum(instance, data, data_type) -> None:
         return
     states = len(instance.enum_strings)
     if not 0 <= value < states:
-        raise PutRefused(f"{value} is not a state of this record (0-{states - 1})")
+        raise ValueError(f"{value} is not a state of this record (0-{states - 1})")
 
 
 def install(instances, publish: Callable[[str], Awaitable[None]],
