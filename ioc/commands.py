@@ -74,6 +74,11 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="stream for this long; report RSS and open files at start and end")
     p.add_argument("--soak-rate", type=float, default=100.0, help="frames/s during --soak")
+    p.add_argument("--soak-flood", type=float, default=0.0, metavar="SECONDS",
+                   help="during --soak (which also makes one refused put per second): a flood "
+                   "of refused puts for this long in the middle, reads timed throughout")
+    p.add_argument("--soak-flood-rate", type=float, default=1000.0, metavar="PUTS_PER_S",
+                   help="refused puts per second of --soak-flood")
     p.set_defaults(func=lambda args: _lazy("tools.bench", "bench_main")(args))
 
 

@@ -148,7 +148,8 @@ def _ndarray_base() -> list[PV]:
             doc="the plugin's own NDAttributes file (path or inline XML)")
     t += rw("NDAttributesMacros", Kind.CHAR, "waveform", "", nelm=256)
     t += ro("NDAttributesStatus", Kind.ENUM, "mbbi", 0, enum_strings=ATTRIBUTES_STATUS)
-    t += ro("PoolMaxMem", Kind.DOUBLE, "ai", 0.0, inert=True, units="MB")
+    t += ro("PoolMaxMem", Kind.DOUBLE, "ai", 0.0, units="MB",
+            doc="memory limit for the frames held (queue and Capture buffer): serve --max-memory")
     t += ro("PoolUsedMem", Kind.DOUBLE, "ai", 0.0, units="MB",
             doc="memory held by queued and buffered frames")
     t += ro("PoolAllocBuffers", Kind.LONG, "longin", 0)
