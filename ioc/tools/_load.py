@@ -38,22 +38,22 @@ class ReadProbe(threading.Thread):
         super().__init__(name="read-probe", daemon=True)
         self.pvname, self.interval, self.timeout = pvname, interval, timeout
         self.samples: list[tuple[float, float | None]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.client = Client()
 
     def run(self) -> None:
         pv = self.client.pv(self.pvname)
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             t0 = time.monotonic()
             try:
                 pv.read(timeout=self.timeout)
                 self.samples.append((t0, time.monotonic() - t0))
             except Exception:  # noqa: BLE001 - a read that did not come back counts
                 self.samples.append((t0, None))
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(self.timeout + 2)
         self.client.close()
 
@@ -77,12 +77,12 @@ class RefusedPuts(threading.Thread):
         super().__init__(name="refused-puts", daemon=True)
         self.pvname, self.value, self.interval = pvname, value, interval
         self.sent = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.client = Client()
 
     def run(self) -> None:
         pv = self.client.pv(self.pvname)
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             try:
                 pv.write([self.value], wait=False)
                 self.sent += 1
@@ -90,7 +90,7 @@ class RefusedPuts(threading.Thread):
                 pass
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
         self.client.close()
 

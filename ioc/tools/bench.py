@@ -510,6 +510,7 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
         skipped = c.get(WRITER + "SourceSkipped_RBV") - skipped_before
         log = rig.writer.log()[log_before:]
         reads = _read_windows(probe, t0, flooder)
+        memory = _memory_windows(samples, t0, flooder)
         result = {"seconds": seconds, "rate": rate, "produced": produced, "written": written,
                   "files": files, "dropped": dropped, "ca_skipped": skipped,
                   "between_files": produced - written - dropped - skipped,
@@ -520,7 +521,8 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
                   "refused_puts": refuser.sent + (flooder.sent if flooder else 0),
                   "flood_seconds": flood, "flood_sent": flooder.sent if flooder else 0,
                   "refusal_log_lines": sum("refused put" in line for line in log.splitlines()),
-                  "tracebacks_in_log": log.count("Traceback"), "reads": reads}
+                  "tracebacks_in_log": log.count("Traceback"), "reads": reads,
+                  "memory_MiB": memory}
         report.add(test=f"soak (Stream, files of {frames_per_file} frames)",
                    size=f"{shape[1]}x{shape[0]}", dtype=dtype, rate=rate, unit="frames/s",
                    lost=dropped,
@@ -529,7 +531,8 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
                         f"{result['between_files']}; memory (PSS, IOC + receiver) "
                         f"{result['rss_start_MiB']:.0f}->"
                         f"{result['rss_end_MiB']:.0f} MiB (max {result['rss_max_MiB']:.0f}); "
-                        f"FDs {start['fds']}->{end['fds']} (max {result['fds_max']})")
+                        f"FDs {start['fds']}->{end['fds']} (max {result['fds_max']}); memory "
+                        + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()) + " MiB")
         for window, stats in reads.items():
             report.add(test=f"soak: reads {window}", unit="s", rate=stats.get("max_s") or 0.0,
                        note=_read_note(stats))
@@ -551,6 +554,20 @@ def _read_windows(probe, t0: float, flooder) -> dict:
             "during the flood": probe.window(flooder.start, flooder.end),
             "0-5 s after the flood": probe.window(flooder.end, flooder.end + 5),
             "after the flood": probe.window(flooder.end + 5, end)}
+
+
+def _memory_windows(samples, t0: float, flooder) -> dict:
+    """Largest PSS (MiB) before, during and after the flood: a flood must not leave memory
+    behind."""
+    def peak(start, end):
+        values = [rss for t, rss, _ in samples if start <= t0 + t < end]
+        return max(values) / 2**20 if values else 0.0
+
+    if flooder is None:
+        return {"max": peak(t0, float("inf"))}
+    return {"max before the flood": peak(t0, flooder.start),
+            "max during": peak(flooder.start, flooder.end),
+            "max after": peak(flooder.end, float("inf"))}
 
 
 def _read_note(stats: dict) -> str:
