@@ -83,16 +83,22 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
                               on_status=on_status, on_error=on_error, attributes=sampler,
                               context=context)
 
+    def attributes_changed(definitions) -> None:
+        # a Stream opened with the last frame records the new attributes (as ADCore)
+        saver.submit("attributes_changed", values=sampler.sample(),
+                     names={d.name for d in definitions})
+
     def load(spec: str, macros: str) -> tuple[int, str]:
         try:
             definitions = load_attributes(spec, macros, allowed_roots=policy.roots)
         except AttributesError as exc:
-            sampler.set_definitions([])
+            sampler.set_definitions(exc.definitions)  # those before the error, as ADCore
+            attributes_changed(exc.definitions)
             return int(exc.status), str(exc)
-        notes = sampler.set_definitions(definitions)
-        # a Stream opened with the last frame records the new attributes (as ADCore)
-        saver.submit("attributes_changed", values=sampler.sample(),
-                     names={d.name for d in definitions})
+        notes = [str(w) for w in definitions.warnings] + sampler.set_definitions(definitions)
+        for note in notes:
+            log.warning("NDAttributesFile %s: %s", spec[:200], note)
+        attributes_changed(definitions)
         return int(AttributesStatus.OK), "; ".join(notes)
 
     def set_source(prefix_: str) -> None:

@@ -14,6 +14,7 @@ import math
 
 from caproto import SkipWrite
 
+from .extra_dim_rules import ExtraDimRules
 from .pvtable import to_param
 from .user_paths import UserPathError
 
@@ -25,7 +26,7 @@ MAX_CHUNK_BYTES = 2**32 - 1
 MAX_ATTRIBUTE_CHUNK = 65_536  # NDAttributeChunk (values; 16 MiB of 256-byte strings)
 
 
-class PutRules:
+class PutRules(ExtraDimRules):
     """Mixin of the generated PVGroup: one handler per setpoint with a rule."""
 
     def _index(self, suffix: str, value) -> int:
@@ -70,6 +71,7 @@ class PutRules:
             await self._refuse("NumCapture must not be negative")
         if self.saver.file_open:
             await self._refuse("NumCapture cannot be changed while a file is open")
+        return await self.num_capture_rule(int(value))  # extra dimensions (extra_dim_rules)
 
     async def put_FilePath(self, value):
         from .naming import create_directories, find_unfinished, normalise_file_path

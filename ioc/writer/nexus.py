@@ -31,6 +31,7 @@ from ..ndarray import (
     file_attribute_list,
 )
 from . import _write_behind
+from .extra_dims import ExtraDims, FramePlacement
 from .recovery import describe_error, release
 
 __all__ = [
@@ -88,9 +89,10 @@ class WriterOptions:
     chunks: tuple[int, ...] = ()  # per NDArray dim: NumColChunks, NumRowChunks, ChunkSize2..
     frames_chunks: int = 1  # NumFramesChunks
     fill_value: float = 0.0
-    ndattribute_chunk: int = 0  # NDAttributeChunk; 0 = automatic (sized by what it holds)
+    ndattribute_chunk: int = 0  # NDAttributeChunk; 0 = automatic
     swmr: bool = False
     flush_every: int = 0  # NumFramesFlush (SWMR)
+    extra_dims: ExtraDims = ExtraDims()  # NumExtraDims, ExtraDim*, PositionMode, Pos*, DimAtt
     hostname: str = socket.gethostname()
     creator: str = f"nexus-writer-ioc {__version__}"
 
@@ -195,15 +197,15 @@ def _encode(text: str) -> bytes:
 
 
 def set_string_attribute(obj: h5py.HLObject, name: str, text: str) -> None:
-    """Scalar fixed-length NUL-terminated string sized to the text (ADCore style)."""
+    """Scalar fixed-length string holding the text and its NUL: STRSIZE = length + 1,
+    NULLTERM, as ADCore >= R3-11 writes them."""
     data = _encode(text)
     if name in obj.attrs:
         del obj.attrs[name]
-    tid = _c_string_type(len(data))
+    tid = _c_string_type(len(data) + 1)
     attr = h5py.h5a.create(obj.id, _encode(name), tid, h5py.h5s.create(h5py.h5s.SCALAR))
-    # Memory type = file type: HDF5 copies the bytes as ADCore's H5Awrite does (a
-    # NULLPAD->NULLTERM conversion would drop the last character to fit a NUL).
-    attr.write(np.array(data, dtype=f"S{max(len(data), 1)}"), mtype=tid)
+    # Memory type = file type: HDF5 copies the bytes (text + NUL) unconverted.
+    attr.write(np.array(data, dtype=f"S{len(data) + 1}"), mtype=tid)
 
 
 def set_value_attribute(obj: h5py.HLObject, name: str, value) -> None:
@@ -243,17 +245,13 @@ class _AttributeDataset:
     BATCH = 64
 
     def __init__(self, group: h5py.Group, placement: Placement, attribute: NDAttribute,
-                 options: WriterOptions):
+                 chunk: int):
         self.name = attribute.name
         self.path = placement.path
         self.when = placement.when
         self.dtype = attribute.dtype
         self.written = 0
         self._pending: list[np.ndarray] = []
-        itemsize = ATTRIBUTE_STRING_SIZE if attribute.dtype is NDAttrType.String else \
-            np.dtype("<f4" if attribute.dtype is NDAttrType.Undefined else
-                     attribute.dtype.numpy).itemsize
-        chunk = attribute_chunk(options, itemsize)
         if attribute.dtype is NDAttrType.Undefined:
             # ADCore: undefined type -> float32 filled with NaN, never written.
             self.ds = group.create_dataset(placement.name, shape=(1,), maxshape=(None,),
@@ -279,7 +277,7 @@ class _AttributeDataset:
         else:
             self.layout_attributes = ()
 
-    def append(self, attribute: NDAttribute) -> None:
+    def append(self, attribute: NDAttribute, offsets=None) -> None:
         if self.dtype is NDAttrType.Undefined or not attribute.defined:
             return
         if self.dtype is NDAttrType.String:
@@ -361,6 +359,12 @@ class NexusWriter:
             self._direct: set[str] = set()
             self._det_counts: dict[str, int] = {}
             self._default_detector = default_detector.path
+            self._placement = FramePlacement(
+                self.options.extra_dims,
+                self.options.extra_dims.plan(self.options.num_capture, self.options.frames_chunks),
+                default_detector.path)
+            if self.options.multi_frame:
+                self.warnings += self.options.extra_dims.unused_index_names()
             self._close_attributes: list[tuple[h5py.HLObject, Attribute]] = []
             self._build_group(self.file, layout.root, first)
             self._create_attribute_datasets()
@@ -435,13 +439,10 @@ class NexusWriter:
         frame_shape = self._frame_shape
         chunks = tuple(reversed(effective_chunks(first.dims, self.options)))
         if self.options.multi_frame:
-            limit = self.options.num_capture if self.options.num_capture > 0 else None
-            frames_chunk = max(1, self.options.frames_chunks)
-            if limit is not None:
-                frames_chunk = min(frames_chunk, limit)
-            shape = (0, *frame_shape)  # an empty stream holds no frame, not a fill value
-            maxshape = (limit, *frame_shape)
-            chunks = (frames_chunk, *chunks)
+            plan = self._placement.plan  # the extra dimensions' leading axes (extra_dims)
+            shape = (0,) * plan.rank + frame_shape  # an empty stream holds no frame
+            maxshape = (*plan.maxshape, *frame_shape)
+            chunks = (*plan.chunks, *chunks)
         else:
             shape = maxshape = frame_shape
         ds = h5group.create_dataset(
@@ -463,7 +464,7 @@ class NexusWriter:
         self._det_counts[dataset.path] = 0
         # One uncompressed chunk per frame: the frame's bytes are the chunk, written
         # with H5Dwrite_chunk (as ADCore does when dims and codec match one chunk).
-        frame_chunk = (1, *frame_shape) if self.options.multi_frame else frame_shape
+        frame_chunk = shape if self.options.multi_frame else frame_shape
         if not self._compression and chunks == frame_chunk:
             self._direct.add(dataset.path)
 
@@ -487,6 +488,19 @@ class NexusWriter:
             ds = h5group.create_dataset(dataset.name, data=value)
         self._apply_attributes(ds, dataset.attributes)
 
+    def _attribute_chunk(self, attribute: NDAttribute | None = None) -> int:
+        """Sized by what the dataset holds (``attribute_chunk``); a performance row (5
+        float64) when no attribute is given."""
+        if attribute is None:
+            itemsize = 40
+        elif attribute.dtype is NDAttrType.String:
+            itemsize = ATTRIBUTE_STRING_SIZE
+        elif attribute.dtype is NDAttrType.Undefined:
+            itemsize = 4
+        else:
+            itemsize = np.dtype(attribute.dtype.numpy).itemsize
+        return attribute_chunk(self.options, itemsize)
+
     def _create_attribute_datasets(self) -> None:
         self._attr_datasets: list[_AttributeDataset] = []
         self._perf_location = None
@@ -509,7 +523,8 @@ class NexusWriter:
                 self.warnings.append(f"NDAttribute {name!r}: {placement.path} is the "
                                      "performance dataset; not stored")
                 continue
-            holder = _AttributeDataset(group, placement, attribute, self.options)
+            holder = self._attribute_holder(group, placement, attribute,
+                                            self._attribute_chunk(attribute))
             self._apply_attributes(holder.ds, holder.layout_attributes)
             if placement.when is When.OPEN:
                 holder.append(attribute)
@@ -519,6 +534,25 @@ class NexusWriter:
         self._attr_datasets.sort(key=lambda h: h.name == "NDArrayUniqueId")
         if default is not None and self.options.hostname:
             set_string_attribute(self.file[default.path], "hostname", self.options.hostname)
+
+    def _attribute_holder(self, group: h5py.Group, placement: Placement, attribute: NDAttribute,
+                          chunk: int):
+        """A 1-D NDAttribute dataset, or one shaped like the scan (DimAttDatasets, PosIndexDim)."""
+        dims = self.options.extra_dims
+        if not dims.dim_att_datasets:
+            return _AttributeDataset(group, placement, attribute, chunk)
+        from .scan_attributes import ScanAttributeDataset  # it builds on this module
+
+        multi = self.options.multi_frame
+        index_dim = dims.index_dim(attribute.name) if multi else None
+        if index_dim is not None:
+            axis = self._placement.plan.dims.index(index_dim)
+            return ScanAttributeDataset(group, placement, attribute, index_axis=axis, chunk=chunk)
+        itemsize = ATTRIBUTE_STRING_SIZE if attribute.dtype is NDAttrType.String else 8
+        leading = dims.attribute_chunks(self.options.num_capture, self.options.ndattribute_chunk,
+                                        itemsize)
+        return ScanAttributeDataset(group, placement, attribute, leading=leading if multi else (),
+                                    multi_frame=multi)
 
     def _write_root_attributes(self, file_name: str) -> None:
         root = self.file
@@ -542,7 +576,12 @@ class NexusWriter:
                                      "not exist; link not created")
                 continue
             parent, name = link.path.rsplit("/", 1)
-            self.file.require_group(parent or "/")[name] = self.file[link.target]
+            group = self.file.require_group(parent or "/")
+            if name in group:  # e.g. an NDAttribute dataset of that name (ADCore: link fails)
+                self.warnings.append(f"hard link {link.path}: the name is taken by another "
+                                     "object; link not created")
+                continue
+            group[name] = self.file[link.target]
 
     # -- frames ----------------------------------------------------------------
     def write(self, frame: NDArray) -> None:
@@ -561,20 +600,26 @@ class NexusWriter:
         ds = self._detectors[path]
         if data.dtype.byteorder == ">" or not data.flags.c_contiguous:
             data = np.ascontiguousarray(data, dtype=self._frame_dtype)
+        offsets = None
         if self.options.multi_frame:
-            index = self._det_counts[path]
-            ds.resize(index + 1, axis=0)
+            # Where it goes (PositionMode labels or the next position); a frame that cannot
+            # be placed raises PositionError before anything of it is written.
+            offsets = self._placement.locate(path, frame.unique_id, frame.attributes)
+            before = ds.shape
+            if self._placement.take(path, offsets):
+                ds.resize(self._placement.extent(path) + data.shape)
             try:
                 if path in self._direct:
-                    ds.id.write_direct_chunk((index,) + (0,) * data.ndim,
+                    ds.id.write_direct_chunk(offsets + (0,) * data.ndim,
                                              memoryview(data).cast("B"))
                 else:
-                    ds[index] = data
+                    ds[offsets] = data
             except BaseException:
-                try:  # the file keeps only frames written whole
-                    ds.resize(index, axis=0)
-                except Exception:  # noqa: BLE001 - the original error says more
-                    pass
+                if ds.shape != before:
+                    try:  # the file keeps only frames written whole
+                        ds.resize(before)
+                    except Exception:  # noqa: BLE001 - the original error says more
+                        pass
                 raise
         elif path in self._direct:
             ds.id.write_direct_chunk((0,) * data.ndim, memoryview(data).cast("B"))
@@ -585,9 +630,11 @@ class NexusWriter:
         if self._unadvised >= _write_behind.STREAM_EVERY and self._fd is not None:
             self._unadvised = 0
             _write_behind.advise(self._fd)
-        for holder in self._attr_datasets:
-            if holder.when is When.FRAME and holder.name in values:
-                holder.append(values[holder.name])
+        # DimAttDatasets: values are recorded only for frames of the default dataset (ADCore).
+        if not self.options.extra_dims.dim_att_datasets or path == self._default_detector:
+            for holder in self._attr_datasets:
+                if holder.when is When.FRAME and holder.name in values:
+                    holder.append(values[holder.name], offsets)
         if values:
             self._last_attrs = values
         self.frames_written += 1
@@ -649,8 +696,7 @@ class NexusWriter:
             return
         rows = np.asarray(self._perf_rows, dtype="<f8")
         group.create_dataset(name, data=rows, maxshape=(None, None),
-                             chunks=(max(1, min(len(rows), attribute_chunk(self.options, 40))),
-                                     5))
+                             chunks=(max(1, min(len(rows), self._attribute_chunk())), 5))
 
     # -- what the file holds (for the template writer and the saver) ---------------------
     @property
