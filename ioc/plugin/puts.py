@@ -77,7 +77,12 @@ class PutRules(ExtraDimRules):
         from .naming import create_directories, find_unfinished, normalise_file_path
 
         path = normalise_file_path(str(value))
-        problem = self.policy.check_directory(path) if path else None
+        problem = None
+        if path and self.policy.roots:  # resolving symlinks stats the path: off this thread
+            try:
+                problem = await self.user_paths.run("FilePath", self.policy.check_directory, path)
+            except UserPathError as exc:
+                problem = str(exc)
         if problem:
             await self._publish("FilePathExists_RBV", 0)
             self.params["FilePathExists_RBV"] = 0
@@ -134,7 +139,11 @@ class PutRules(ExtraDimRules):
             await self._refuse(f"FileTemplate refused: {exc}")
             return
         if self.policy.roots:
-            problem = self.policy.check_file(full, path)
+            try:
+                problem = await self.user_paths.run("FileName", self.policy.check_file, full,
+                                                    path)
+            except UserPathError as exc:
+                problem = str(exc)
             if problem:
                 await self._refuse(f"File name refused: {problem}")
         notes = template_warnings(template, path, name, number)
