@@ -224,10 +224,19 @@ class PluginBase(PutRules, PVGroup):
         return value
 
     async def _say_refused(self, reason: str) -> None:
+        """WriteMessage says why a put was refused.  The same reason again within a second
+        is not published again: a client repeating one bad put (a flood) would otherwise
+        cost a PV update, half of a refusal's time, each time."""
+        now = time.monotonic()
+        last, when = getattr(self, "_last_refusal", ("", float("-inf")))
+        if reason == last and now - when < 1.0 and \
+                self.pv("WriteMessage").value == to_pv(self.table["WriteMessage"], reason):
+            return
+        self._last_refusal = (reason, now)
         await self._publish("WriteMessage", reason[:255])
 
     async def _refuse(self, message: str):
-        await self._publish("WriteMessage", message[:255])
+        await self._say_refused(message)
         raise PutRefused(message)
 
     async def _run_saver(self, name: str, **args) -> None:
