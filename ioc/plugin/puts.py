@@ -23,7 +23,10 @@ class PutRules:
 
     async def put_Capture(self, value):
         on = bool(self._index("Capture", value))
-        await self._run_saver("capture", on=on)
+        serial = await self._run_saver("capture", on=on)
+        if on:
+            # a busy record: the client's put completes when this capture ends
+            self.complete_when_capture_ends(serial)
         raise SkipWrite  # the saver published Capture / Capture_RBV itself
 
     async def put_WriteFile(self, value):
@@ -189,4 +192,8 @@ class PutRules:
             await self._refuse("SZipNumPixels must be 0-32")
 
     async def put_NumFramesFlush(self, value):
-        await self._non_negative("NumFramesFlush", value)
+        # NDFileHDF5::writeInt32: "You cannot set the flush parameter to less than
+        # nFramesChunks" (so also no negative value); raised to it again at each open.
+        chunks = int(self.params["NumFramesChunks"])
+        if int(value) < max(chunks, 0):
+            await self._refuse(f"NumFramesFlush must not be below NumFramesChunks ({chunks})")
