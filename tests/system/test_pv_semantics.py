@@ -86,10 +86,13 @@ def test_caput_c_capture_completed_by_capture_0_from_another_client(sem, tmp_pat
     stream_to_prime(sem, 0)  # unlimited: only Capture=0 ends it
     put = caput_callback("Capture", "1")
     wait_for(lambda: sem.get("Capture_RBV") == "Capturing", 15)
+    second = caput_callback("Capture", "1")  # joins the stream: same end
     uids = sem.acquire(3)
     assert_still_waiting(put)
+    assert second.poll() is None
     assert epics.caput(W + "Capture", 0, wait=True, timeout=30) == 1  # pyepics, another client
     finished(put, timeout=15)
+    finished(second, timeout=15)
     assert sem.get("Capture_RBV") == "Done"
     (path,) = tmp_path.glob("*.h5")
     check_frames(path, uids)
@@ -107,8 +110,10 @@ def test_pyepics_put_callback_completed_by_capture_0_while_circuit_busy(sem, tmp
     completed = threading.Event()
     capture.put(1, use_complete=True, callback=lambda **kw: completed.set())
     wait_for(lambda: sem.get("Capture_RBV") == "Capturing", 15)
-    # the same libca circuit: puts and reads complete while the Capture put is pending
+    # the same libca circuit: puts and reads complete while the Capture put is pending,
+    # FlushNow too (pymalcolm flushes while its Capture put is pending)
     t0 = time.monotonic()
+    assert epics.caput(W + "FlushNow", 1, wait=True, timeout=10) == 1
     assert epics.caput(W + "NDAttributesMacros", "X=1", wait=True, timeout=10) == 1
     assert epics.caget(W + "NDAttributesMacros", as_string=True) == "X=1"
     assert epics.caget(W + "FileWriteMode_RBV", as_string=True) == "Stream"
