@@ -115,8 +115,9 @@ def test_pyepics_put_callback_completed_by_capture_0_while_circuit_busy(sem, tmp
     t0 = time.monotonic()
     assert epics.caput(W + "FlushNow", 1, wait=True, timeout=10) == 1
     assert epics.caput(W + "NDAttributesMacros", "X=1", wait=True, timeout=10) == 1
-    assert epics.caget(W + "NDAttributesMacros", as_string=True) == "X=1"
-    assert epics.caget(W + "FileWriteMode_RBV", as_string=True) == "Stream"
+    # use_monitor=False: a read, not pyepics' copy of the last monitor update
+    assert epics.caget(W + "NDAttributesMacros", as_string=True, use_monitor=False) == "X=1"
+    assert epics.caget(W + "FileWriteMode_RBV", as_string=True, use_monitor=False) == "Stream"
     assert time.monotonic() - t0 < 10
     uids = sem.acquire(2)
     assert not completed.is_set() and not capture.put_complete
