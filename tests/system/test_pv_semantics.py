@@ -90,7 +90,8 @@ def test_caput_c_capture_completed_by_capture_0_from_another_client(sem, tmp_pat
     uids = sem.acquire(3)
     assert_still_waiting(put)
     assert second.poll() is None
-    assert epics.caput(W + "Capture", 0, wait=True, timeout=30) == 1  # pyepics, another client
+    # pyepics, another client (generous connection time: the machine may be loaded)
+    assert epics.caput(W + "Capture", 0, wait=True, timeout=30, connection_timeout=30) == 1
     finished(put, timeout=15)
     finished(second, timeout=15)
     assert sem.get("Capture_RBV") == "Done"
@@ -105,8 +106,9 @@ def test_pyepics_put_callback_completed_by_capture_0_while_circuit_busy(sem, tmp
     import epics
 
     stream_to_prime(sem, 0)
-    capture = epics.PV(W + "Capture")
-    assert capture.wait_for_connection(10)
+    for suffix in ("Capture", "FlushNow", "NDAttributesMacros", "FileWriteMode_RBV"):
+        assert epics.get_pv(W + suffix, connect=True, timeout=30).connected  # before timing
+    capture = epics.get_pv(W + "Capture")
     completed = threading.Event()
     capture.put(1, use_complete=True, callback=lambda **kw: completed.set())
     wait_for(lambda: sem.get("Capture_RBV") == "Capturing", 15)
