@@ -14,7 +14,12 @@ def add_serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="run the NDFileHDF5-compatible writer IOC")
     p.add_argument("--prefix", default="13SIM1:HDF1:", help="our PV prefix")
     p.add_argument("--source", default="13SIM1:image1:",
-                   help="prefix of the NDStdArrays plugin to read (<source>ArrayData, ...)")
+                   help="where frames come from: ca://PREFIX (or PREFIX) for an NDStdArrays "
+                   "plugin (<PREFIX>ArrayData, ...), or pva://PVNAME for an NDPluginPva "
+                   "NTNDArray (e.g. pva://13SIM1:Pva1:Image)")
+    p.add_argument("--pva-queue", type=int, default=16, metavar="N",
+                   help="updates the pvAccess server keeps for us while we lag "
+                   "(pvRequest queueSize; pva:// sources)")
     p.add_argument("--cam", default="", help="driver prefix, for PARAM attributes and PortName_RBV")
     p.add_argument("--layout", default="", help="initial XMLFileName (file or inline XML)")
     p.add_argument("--attributes", default="", help="initial NDAttributesFile")
@@ -34,12 +39,25 @@ def add_serve_parser(sub) -> None:
 
 
 def add_sim_parser(sub) -> None:
-    p = sub.add_parser("sim", help="run a simulated areaDetector (cam1: + image1:)")
+    p = sub.add_parser("sim", help="run a simulated areaDetector (cam1:, image1:, Stats1:, "
+                       "Pva1:Image)")
     p.add_argument("--prefix", default="13SIM1:")
     p.add_argument("--max-size", type=int, nargs=2, default=(1024, 1024), metavar=("X", "Y"))
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("X", "Y"))
     p.add_argument("--array-type", choices=("CHAR", "SHORT", "LONG", "FLOAT", "DOUBLE"), default="SHORT",
                    help="CA type of image1:ArrayData (SHORT carries UInt16, as areaDetector)")
+    p.add_argument("--codec", choices=("none", "lz4", "bslz4", "blosc"), default="none",
+                   help="compress the frames of <prefix>Pva1:Image as NDPluginCodec does")
+    p.add_argument("--blosc-compressor", type=int, default=1, choices=range(6),
+                   help="--codec blosc: BloscLZ, LZ4, LZ4HC, SNAPPY, ZLIB, ZSTD (0-5)")
+    p.add_argument("--blosc-shuffle", type=int, default=1, choices=range(3),
+                   help="--codec blosc: no, byte or bit shuffle (0-2)")
+    p.add_argument("--blosc-level", type=int, default=5, choices=range(10))
+    p.add_argument("--noise", type=float, default=0.0, metavar="MEAN",
+                   help="add a fixed Poisson noise field of this mean to every frame "
+                   "(realistic compression ratios; pixels stay checkable)")
+    p.add_argument("--no-pva", action="store_true",
+                   help="do not serve <prefix>Pva1:Image over pvAccess")
     p.add_argument("--list-pvs", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=lambda args: _lazy('tools.sim', 'sim_main')(args))
