@@ -99,7 +99,8 @@ class MasterSource:
     path: Path
     label: str = ""  # e.g. "worker w1 on host2"
     limit: int | None = None
-    state: str = "closed"  # closed | lost | open
+    state: str = "closed"  # closed | lost | failed | open
+    number: int | None = None  # its part number (default: its place in the list)
     index: PartIndex | None = None  # filled by write_master
 
 
@@ -384,7 +385,7 @@ def _write_part_group(out: h5py.File, template: h5py.File, sources: list[MasterS
                          "UniqueIds in the capture's range that no part holds (read as the "
                          "fill value)")
     for k, (source, rows) in enumerate(zip(sources, owned, strict=True)):
-        part = group.create_group(f"part{k}")
+        part = group.create_group(f"part{source.number if source.number is not None else k}")
         set_string_attribute(part, "NX_class", "NXcollection")
         set_string_attribute(part, "file_name", source.name)
         set_string_attribute(part, "worker", source.label or source.index.worker)

@@ -44,6 +44,13 @@ def layout_payload(spec: str, policy: PathPolicy) -> tuple[str, str]:
     return base64.b64encode(xml.text).decode(), xml.source
 
 
+def attributes_text(spec: str, policy: PathPolicy) -> str:
+    """An NDAttributes file's XML (or the inline XML itself), for the workers."""
+    xml = read_xml_input(spec, inline_marker=("<Attributes", "<?xml"), error=LayoutError,
+                         allowed_roots=policy.roots)
+    return xml.text.decode("utf-8", "replace")
+
+
 def recover(final: Path, suffix: str) -> tuple[Path | None, str]:
     """A lost worker's part under its final name, readable by plain readers; (None, why)
     when there is none.  Its writer may have died before renaming it, or left it marked
@@ -85,7 +92,7 @@ def write_final_master(ledger: Ledger, master: Path, suffix: str) -> Outcome:
                 continue
         elif not path.exists():
             continue  # closed without frames: no file
-        sources.append(MasterSource(path.name, path, part.label,
+        sources.append(MasterSource(path.name, path, part.label, number=part.number,
                                     state="closed" if part.state == CLOSED else part.state))
     if not sources:
         outcome.problems.append("no frames were written: no master file")
@@ -100,7 +107,8 @@ def write_live_master(ledger: Ledger, master: Path) -> None:
     first, last = ledger.live_window()
     if first is None or last is None or last < first:
         return
-    sources = [MasterSource(p.final.name, p.final, p.label, limit=p.durable, state="open")
+    sources = [MasterSource(p.final.name, p.final, p.label, limit=p.durable, state="open",
+                            number=p.number)
                for p in sorted(ledger.parts.values(), key=lambda p: p.number)
                if p.final is not None and p.durable > 0 and p.final.exists()]
     if sources:

@@ -68,6 +68,7 @@ class Coordinator:
         self._thread: threading.Thread | None = None
         self._files = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="master")
         self._live: asyncio.Task | None = None
+        self.attributes = {"type": "attributes", "xml": "", "macros": ""}
 
     # -- the FileSaver interface --------------------------------------------------------
     @property
@@ -97,6 +98,20 @@ class Coordinator:
 
     def submit(self, name: str, **args) -> concurrent.futures.Future:
         return asyncio.run_coroutine_threadsafe(self._command(name, args), self._loop)
+
+    def set_attributes(self, spec: str, macros: str) -> None:
+        """NDAttributesFile (checked by the PV layer): the workers sample these PVs into
+        their frames, as the plugin itself would; they get the XML, read here."""
+        text = ""
+        if spec.strip():
+            try:
+                text = closing.attributes_text(spec, self.policy)
+            except Exception as exc:  # noqa: BLE001 - already reported by the PV layer
+                log.info("attributes file %s not sent to the workers: %s", spec, exc)
+        self.attributes = {"type": "attributes", "xml": text, "macros": macros}
+        if self._loop is not None:
+            for link in self.links.alive():
+                self._loop.call_soon_threadsafe(link.send, self.attributes)
 
     def set_queue_size(self, size: int) -> None:
         for link in self.links.alive():
@@ -153,6 +168,7 @@ class Coordinator:
     async def _on_join(self, link: WorkerLink, hello: dict) -> str | None:
         link.send({"type": "welcome", "id": link.id, "label": link.label, "source": self.source,
                    "queue_size": self.queue.capacity})
+        link.send(self.attributes)
         log.warning("writer worker %s joined", link.label)
         ledger = self.ledger
         if self.capturing and ledger is not None and not self._ending:
@@ -231,8 +247,19 @@ class Coordinator:
         if ledger.num_capture:
             captured = min(captured, ledger.num_capture)
         self.post(NumCaptured_RBV=captured)
-        if self.capturing and self._ending is None and ledger.decide_cutoff() is not None:
+        self._check_cutoff(ledger)
+
+    def _check_cutoff(self, ledger: Ledger) -> None:
+        if self.capturing and self._ending is None and ledger is self.ledger and \
+                ledger.decide_cutoff() is not None:
             self._loop.create_task(self._end_capture(by_count=True))
+
+    async def _watch_cutoff(self, ledger: Ledger) -> None:
+        """NumCapture: re-check while no frames arrive (workers falling idle move the
+        frontier: the last frames of a stream end the capture)."""
+        while self.capturing and ledger is self.ledger and self._ending is None:
+            await asyncio.sleep(0.25)
+            self._check_cutoff(ledger)
 
     def _on_status(self, link: WorkerLink, status: dict) -> None:
         link.status = status
@@ -309,6 +336,8 @@ class Coordinator:
         self._ending = None
         self.post(WriteStatus=0, WriteMessage=(ledger.lost_messages or [""])[0][:255])
         self._set_capture(True)
+        if ledger.num_capture:
+            self._loop.create_task(self._watch_cutoff(ledger))
         if mode == STREAM and bool(self._p("SWMRMode")) and not str(self._p("TempSuffix")):
             self._live = self._loop.create_task(self._live_master(ledger))
         self._publish_workers()

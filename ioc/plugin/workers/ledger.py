@@ -6,17 +6,21 @@ in order), so a worker that has written UniqueId u will never write a smaller on
 therefore a point up to which the set of frames written is final: a UniqueId at or below
 it that no worker holds was lost.  NumCapture ends a capture there: the cut is the
 NumCapture-th frame at or below the frontier, so no worker still holding an earlier frame
-in its queue is cut short.
+in its queue is cut short.  A worker that has written nothing for ``IDLE`` seconds (the
+stream paused or ended, or the distributor gives it nothing) holds no frame back and does
+not count for the frontier.
 """
 
 from __future__ import annotations
 
+import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+IDLE = 1.0  # s without a frame written: a worker no longer holds the frontier back
 STARTING, CAPTURING, CLOSED, LOST, FAILED = "starting", "capturing", "closed", "lost", "failed"
 
 
@@ -33,6 +37,7 @@ class PartRecord:
     written: int = 0  # Capture mode: buffered frames written to the file so far
     message: str = ""
     warnings: list[str] = field(default_factory=list)
+    updated: float = 0.0  # time.monotonic() of the last frames recorded
     acked: bool = True  # answered the start (False while the coordinator waits for it)
     stopped: bool = False  # Capture mode: its buffer is complete
 
@@ -78,16 +83,23 @@ class Ledger:
         part = self.parts.get(worker)
         if part is None:
             return
-        part.uids.extend(int(u) for u in uids)
+        if uids:
+            part.uids.extend(int(u) for u in uids)
+            part.updated = time.monotonic()
         if durable is not None:
             part.durable = int(durable)
         if part.state == STARTING:
             part.state = CAPTURING
 
     # -- counting ------------------------------------------------------------------
-    def frontier(self) -> int | None:
+    def frontier(self, now: float | None = None) -> int | None:
+        now = time.monotonic() if now is None else now
         lasts = [p.last for p in self.parts.values() if p.active and p.last is not None]
-        return min(lasts) if lasts else None
+        busy = [p.last for p in self.parts.values()
+                if p.active and p.last is not None and now - p.updated < IDLE]
+        if busy:
+            return min(busy)
+        return max(lasts) if lasts else None  # everyone idle: what is written is final
 
     def all_uids(self) -> np.ndarray:
         arrays = [np.frombuffer(p.uids, dtype=np.int64) for p in self.parts.values() if p.uids]
@@ -100,14 +112,14 @@ class Ledger:
             return total
         return int(np.count_nonzero(self.all_uids() <= self.cutoff))
 
-    def decide_cutoff(self) -> int | None:
+    def decide_cutoff(self, now: float | None = None) -> int | None:
         """With NumCapture = N: the UniqueId of the N-th frame once N frames at or below
         the frontier are written (None until then, or when there is no limit)."""
         if self.cutoff is not None or self.num_capture <= 0:
             return self.cutoff
         if sum(len(p.uids) for p in self.parts.values()) < self.num_capture:
             return None
-        frontier = self.frontier()
+        frontier = self.frontier(now)
         if frontier is None:
             return None
         uids = np.unique(self.all_uids())

@@ -92,14 +92,15 @@ class LinkServer:
                 refusal = (f"protocol {hello.get('protocol')} (version {hello.get('version')}); "
                            f"this coordinator speaks protocol {PROTOCOL}")
             else:
+                self.links[link.id] = link
                 refusal = await self.on_join(link, hello)
             if refusal:
+                self.links.pop(link.id, None)
                 writer.write(encode({"type": "refused", "message": refusal}))
                 await writer.drain()
                 log.warning("worker %s refused: %s", link.label, refusal)
                 link = None
                 return
-            self.links[link.id] = link
             while True:
                 line = await reader.readline()
                 if not line:

@@ -84,7 +84,7 @@ class PartSaver:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             return
         try:
             self.submit("shutdown").result(timeout)
