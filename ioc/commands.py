@@ -97,6 +97,10 @@ def add_sim_parser(sub) -> None:
     p.add_argument("--noise", type=float, default=0.0, metavar="MEAN",
                    help="add a fixed Poisson noise field of this mean to every frame "
                    "(realistic compression ratios; pixels stay checkable)")
+    p.add_argument("--backlog-mb", type=int, default=128, metavar="MB",
+                   help="frames each image1:ArrayData subscriber may have queued, in MiB of "
+                   "the largest frame (4 to 200 frames); a subscriber that lags further loses "
+                   "the oldest")
     p.add_argument("--no-pva", action="store_true",
                    help="do not serve <prefix>Pva1:Image over pvAccess")
     p.add_argument("--list-pvs", action="store_true")
@@ -127,6 +131,12 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--layout", default="", help="layout to write (default: the default layout)")
     p.add_argument("--out", default=None, help="where to write (default: the temp directory)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--transport", choices=("ca", "pva", "both"), default="both",
+                   help="end-to-end rows over Channel Access (image1:), pvAccess (Pva1:Image) "
+                   "or both")
+    p.add_argument("--codec", choices=("none", "lz4", "bslz4", "blosc"), default="bslz4",
+                   help="PVA rows: also stream frames the simulator compresses with this codec "
+                   "(with noise), reporting the compression ratio")
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="stream for this long; report RSS and open files at start and end")
     p.add_argument("--soak-rate", type=float, default=100.0, help="frames/s during --soak")

@@ -190,6 +190,11 @@ class NDArray:
     def detached(self) -> NDArray:
         """This frame with pixels in memory of its own: for frames kept for long (Capture
         buffers), whose data may view a receiver's shared-memory slot."""
+        if self.codec is not None:
+            payload = self.codec.payload
+            if payload.base is None:
+                return self
+            return dataclasses.replace(self, codec=Codec(self.codec.name, payload.copy()))
         base = self.data
         while isinstance(base, np.ndarray) and not base.flags.owndata:
             base = base.base

@@ -85,7 +85,6 @@ PARAM_DATATYPES: dict[str, NDAttrType] = {
     "STRING": NDAttrType.String,
 }
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -209,9 +208,8 @@ def parse_attributes(xml: XMLText) -> list[AttributeDef]:
         name = element.get("name")
         if not name:
             raise error("<Attribute> without a name", element)
-        if not _NAME.match(name):
-            raise error(f"attribute name {name!r} must start with a letter or '_' and "
-                        "contain only letters, digits and '_'", element)
+        if "/" in name or name in (".", ".."):  # ADCore takes any other name ("det-sum")
+            raise error(f"attribute name {name!r} cannot name an HDF5 dataset", element)
         if name in seen:
             raise error(f"attribute {name!r} is defined twice (first on line {seen[name]})",
                         element)

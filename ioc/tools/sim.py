@@ -238,7 +238,10 @@ def _group_class(name: str, table: tuple[PV, ...], extra: dict | None = None) ->
 
 
 NOISE_SEED = 20260101  # the noise field is the same for every run: files stay checkable
-MAX_IN_FLIGHT_BYTES = 256 * 2**20  # frames the CA server may hold before it sent them on
+# Frames the CA server may hold before it has handed them to its clients' queues: a few,
+# so that at AcquirePeriod 0 the frame loop runs at the server's pace (not ahead of it).
+MAX_IN_FLIGHT_FRAMES = 4
+MAX_IN_FLIGHT_BYTES = 64 * 2**20
 
 
 def noise_field(shape: tuple[int, ...], mean: float) -> np.ndarray:
@@ -436,7 +439,7 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
         async def _bound_in_flight(self, wire: np.ndarray) -> None:
             """Wait while the CA server holds frames worth MAX_IN_FLIGHT_BYTES that it has
             not sent on yet (at AcquirePeriod 0 it would otherwise queue without bound)."""
-            limit = max(2, MAX_IN_FLIGHT_BYTES // max(wire.nbytes, 1))
+            limit = max(2, min(MAX_IN_FLIGHT_FRAMES, MAX_IN_FLIGHT_BYTES // max(wire.nbytes, 1)))
             while self._in_flight >= limit and not self._stop.is_set():
                 await asyncio.sleep(0.001)
             owner = wire.base if wire.base is not None else wire
@@ -530,6 +533,11 @@ def sim_main(args: argparse.Namespace) -> int:
                           noise=args.noise, codec=codec,
                           blosc=(args.blosc_compressor, args.blosc_shuffle, args.blosc_level))
     ioc = cls(prefix=args.prefix)
+    # Each ArrayData subscription keeps at most this many bytes of frames it has not sent
+    # (caproto counts frames: one backlog for every size up to the largest frame).
+    largest = ioc.image.ArrayData.max_length * np.dtype(ioc.wire_dtype).itemsize
+    ioc.image.ArrayData.max_subscription_backlog = int(
+        min(200, max(4, args.backlog_mb * 2**20 // max(largest, 1))))
     server = None
     if not args.no_pva:
         from .sim_pva import PvaImageServer

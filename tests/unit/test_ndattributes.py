@@ -70,7 +70,7 @@ def test_macros():
     ('<Attributes>\n<Attribute name="A" source="x" dbrtype="DBR_FOO"/>\n</Attributes>', 2, "dbrtype"),
     ('<Attributes>\n<Attribute name="A" type="PARAM" source="x" datatype="int"/>\n</Attributes>', 2,
      "datatype"),
-    ('<Attributes>\n<Attribute name="1A" source="x"/>\n</Attributes>', 2, "must start"),
+    ('<Attributes>\n<Attribute name="a/b" source="x"/>\n</Attributes>', 2, "cannot name"),
     ('<Attributes>\n<Attribute name="A" source="x"/>\n<Attribute name="A" source="y"/>\n'
      '</Attributes>', 3, "twice"),
     ('<Attributes>\n<Attribute name="A" source="x">\n</Attributes>', 3, "syntax"),
