@@ -170,6 +170,7 @@ class Coordinator:
                    "queue_size": self.queue.capacity})
         link.send(self.attributes)
         log.warning("writer worker %s joined", link.label)
+        self.post(SourceConnected_RBV=0)  # until it has subscribed too
         ledger = self.ledger
         if self.capturing and ledger is not None and not self._ending:
             # A worker joining mid-capture writes a part of this capture from now on.
@@ -268,7 +269,8 @@ class Coordinator:
             total = int(self._p("DroppedArrays")) + dropped - link.dropped_seen
             self.post(DroppedArrays=total, DroppedArrays_RBV=total)
         link.dropped_seen = dropped
-        connected = any(w.status.get("connected") for w in self.links.alive())
+        # Connected: every worker reads the channel (one that does not gets no share)
+        connected = all(w.status.get("connected") for w in self.links.alive())
         self.post(SourceConnected_RBV=int(connected))
         last = status.get("last")
         if last and last.get("uid", -1) >= int(self._p("UniqueId_RBV")):
@@ -463,7 +465,7 @@ class Coordinator:
         finally:
             self.writing = False
             self.ledger = None
-            self.post(WriteFile=0, WriteFile_RBV=0)
+            self.post(WriteFile=0, WriteFile_RBV=0, NumCaptured_RBV=0)  # the buffer is written
 
     async def _finish_master(self, ledger: Ledger, master: Path) -> None:
         loop = asyncio.get_running_loop()
