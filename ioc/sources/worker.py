@@ -53,7 +53,8 @@ class Worker:
                       **identity(name)}
         self.receiver = receiver
         self.pva_queue = pva_queue
-        self.sampler = None  # the coordinator's NDAttributesFile PVs (made at welcome)
+        self.sampler = None  # the coordinator's NDAttributesFile PVs (made when needed)
+        self.cam = ""
         self.fixed_queue = queue_size is not None  # else: the coordinator's QueueSize
         self.saver = PartSaver(self._send, policy=policy, queue_size=queue_size or 20,
                                worker=self.hello["name"], leave_group=self.leave_group)
@@ -63,6 +64,7 @@ class Worker:
         self.lost_frames = 0  # frames the receiver could not hand over (no free slot)
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
+        self._sampler_lock = threading.Lock()
         self._stopping = threading.Event()
 
     # -- the coordinator connection ------------------------------------------------------
@@ -152,6 +154,17 @@ class Worker:
             if kind == "start":
                 self.join_group()  # a worker that failed before rejoins for a new capture
 
+    def _sampler(self):
+        """The coordinator's NDAttributesFile PVs, sampled into each frame (CA client)."""
+        with self._sampler_lock:
+            if self.sampler is None:
+                from caproto.threading.client import Context
+
+                from .ca import AttributeSampler
+
+                self.sampler = AttributeSampler(Context(), self.cam)
+            return self.sampler
+
     def _resize_queue(self, size: int) -> None:
         if self.fixed_queue:
             return
@@ -169,7 +182,9 @@ class Worker:
                 definitions = load_attributes(message["xml"], str(message.get("macros", "")))
             except AttributesError as exc:
                 log.error("NDAttributesFile from the coordinator: %s", exc)
-        notes = self.sampler.set_definitions(definitions)
+        if not definitions and self.sampler is None:
+            return  # nothing to sample: no CA client needed
+        notes = self._sampler().set_definitions(definitions)
         for note in notes:
             log.warning("NDAttributesFile: %s", note)
 
@@ -191,12 +206,7 @@ class Worker:
             self.source.stop()
             self.source = None
         self.channel = channel
-        if self.sampler is None:
-            from caproto.threading.client import Context
-
-            from .ca import AttributeSampler
-
-            self.sampler = AttributeSampler(Context(), str(config.get("cam", "")))
+        self.cam = str(config.get("cam", ""))
         if not channel:
             log.error("the coordinator names no pvAccess channel (serve --pva-channel)")
             return
@@ -215,13 +225,13 @@ class Worker:
             return PVAImageSource(channel, self._on_frame, on_status=self._on_status,
                                   on_error=self._on_error, accepting=lambda: self.saver.queue.free > 0,
                                   queue_size=self.pva_queue, request_options=options,
-                                  attributes=self.sampler)
+                                  attributes=self._sampler())
         from .receiver import ProcessImageSource
 
         source = ProcessImageSource(spec, self._on_frame, on_status=self._on_status,
                                     on_error=self._on_error, queue_size=self.saver.queue.capacity,
                                     pva_queue=self.pva_queue, request_options=options,
-                                    attributes=self.sampler)
+                                    attributes=self._sampler())
         return source
 
     def join_group(self) -> None:

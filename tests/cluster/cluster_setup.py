@@ -156,6 +156,7 @@ def check_master(path: Path, uids: list[int], missing=frozenset(), attributes: b
     """The master reads, through h5py (and nexusformat), every frame in UniqueId order
     equal to what the simulator sent, with its NDAttributes; frames in ``missing`` read as
     the fill value.  Returns each part's UniqueIds."""
+    path = Path(path)
     with h5py.File(path) as f:
         data = f["/entry/data/data"]
         assert data.is_virtual

@@ -32,6 +32,7 @@ class PartRecord:
     final: Path | None = None
     state: str = STARTING
     seen: int | None = None  # highest UniqueId received before the start
+    first: int | None = None  # the first frame of the capture it received (written or not)
     uids: array = field(default_factory=lambda: array("q"))  # written (or buffered), in order
     durable: int = 0  # frames flushed to the part file
     written: int = 0  # Capture mode: buffered frames written to the file so far
@@ -131,7 +132,10 @@ class Ledger:
     def window(self) -> tuple[int | None, int | None]:
         """(first, last) UniqueId of the master file's frame axis."""
         uids = self.all_uids()
-        first = self.after + 1 if self.after is not None else (int(uids.min()) if uids.size else None)
+        firsts = [p.first for p in self.parts.values() if p.first is not None]
+        if uids.size:
+            firsts.append(int(uids.min()))
+        first = self.after + 1 if self.after is not None else (min(firsts) if firsts else None)
         last = self.cutoff
         if last is None and uids.size:
             last = int(uids.max())

@@ -66,6 +66,7 @@ class PartSaver:
         self.final: Path | None = None
         self.written_path: Path | None = None
         self.after: int | None = None
+        self.first: int | None = None  # the first frame of the capture this worker received
         self.pending: list[NDArray] = []
         self.buffer: list[NDArray] = []
         self.writer: PartWriter | None = None
@@ -139,6 +140,8 @@ class PartSaver:
     def _capture(self, frame: NDArray) -> None:
         if self.after is not None and frame.unique_id <= self.after:
             return  # received before the capture started somewhere else
+        if self.first is None:
+            self.first = frame.unique_id  # where the capture starts, written or not
         if self.mode == "capture":
             self.buffer.append(frame.detached())
             self._unreported.append(frame.unique_id)
@@ -181,7 +184,7 @@ class PartSaver:
         self._reported_at = time.monotonic()
         durable = self.writer.durable if self.writer is not None else 0
         self.report({"type": "progress", "capture": self.capture, "uids": uids,
-                     "durable": durable, "invalid": self.invalid,
+                     "durable": durable, "invalid": self.invalid, "first": self.first,
                      "stage": stage or ("buffer" if self.mode == "capture" else "stream")})
 
     def _close(self) -> dict:
@@ -210,7 +213,7 @@ class PartSaver:
         self.buffer = []
         self.leave_group()
         self.report({"type": "failed", "capture": self.capture, "message": message[:500],
-                     "frames": closed.get("frames", 0)})
+                     "frames": closed.get("frames", 0), "first": self.first})
 
     # -- commands from the coordinator ---------------------------------------------------
     def cmd_start(self, capture: int, mode: str, params: dict, layout: str = "",
@@ -219,7 +222,7 @@ class PartSaver:
             self.report(self._close())
         self.capture, self.mode, self.params, self.part = capture, mode, params, part
         self.final = Path(final) if final else None
-        self.after = None
+        self.after = self.first = None
         self.pending, self.buffer, self._unreported = [], [], []
         self.invalid = 0
         try:
