@@ -239,6 +239,11 @@ class Coordinator(CaptureControl):
             self.post(NumCaptured_RBV=max(total - written, 0))
             return
         ledger.record(part.worker, uids, message.get("durable"))
+        invalid = int(message.get("invalid", 0))
+        if invalid > part.invalid:  # frames of another shape or type than the part's
+            total = int(self._p("InvalidFrames_RBV")) + invalid - part.invalid
+            self.post(InvalidFrames_RBV=total, WriteMessage="Invalid frame. Ignoring.")
+            part.invalid = invalid
         if uids:
             counter = int(self._p("ArrayCounter")) + len(uids)
             self.post(ArrayCounter=counter, ArrayCounter_RBV=counter)

@@ -35,6 +35,7 @@ class PartRecord:
     first: int | None = None  # the first frame of the capture it received (written or not)
     uids: array = field(default_factory=lambda: array("q"))  # written (or buffered), in order
     durable: int = 0  # frames flushed to the part file
+    invalid: int = 0  # frames refused (shape or type differs from the part's)
     written: int = 0  # Capture mode: buffered frames written to the file so far
     message: str = ""
     warnings: list[str] = field(default_factory=list)
