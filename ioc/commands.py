@@ -140,6 +140,10 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="stream for this long; report RSS and open files at start and end")
     p.add_argument("--soak-rate", type=float, default=100.0, help="frames/s during --soak")
+    p.add_argument("--workers", default="", metavar="N,N,...",
+                   help="instead: the aggregate end-to-end rate with N writer workers "
+                   "(simulator -> pvapy-mirror-server -> workers -> master file) for each N, "
+                   "and each part's CPU per frame, e.g. --workers 1,2,3")
     p.set_defaults(func=lambda args: _lazy("tools.bench", "bench_main")(args))
 
 
