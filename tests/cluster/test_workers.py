@@ -8,26 +8,43 @@ import time
 import h5py
 import numpy as np
 import pytest
-from cluster_setup import SIZE, check_master
+from cluster_setup import check_master, expected_stack
 from ioc_harness import wait_for
-
-from ioc.tools.sim import expected_pixels
 
 PERIOD = 0.004  # s: 250 frames/s from the simulator
 
 
-@pytest.mark.parametrize("n_workers", [2, 3])
-def test_stream_of_1000_frames(cluster, tmp_path, n_workers):
+@pytest.mark.parametrize(("n_workers", "swmr"), [(2, True), (3, False)])
+def test_stream_of_1000_frames(cluster, tmp_path, n_workers, swmr):
+    """With SWMR, the master exists from the start and is rewritten as the parts flush: a
+    SWMR reader reads every frame it maps while the stream runs; a plain reader gets an
+    error, never fill values for frames that exist.  Without, it appears at the end."""
     s = cluster.ready(n_workers, tmp_path)
+    s.put("SWMRMode", "On" if swmr else "Off")
+    s.put("NumFramesFlush", 10)
     s.start_capture("Stream", 1000)
     first = s.start_acquisition(1000, PERIOD)
+    master = s.master()
+    if swmr:
+        wait_for(lambda: master.exists() and s.get("NumCaptured_RBV") >= 200, 60,
+                 what="the live master file")
+        with h5py.File(master, "r", swmr=True) as f:
+            data = f["/entry/data/data"]
+            live = data.shape[0]
+            assert 0 < live < 1000
+            np.testing.assert_array_equal(data[()], expected_stack(range(first, first + live)))
+        with h5py.File(master, "r") as f, pytest.raises(OSError, match="open for write"):
+            f["/entry/data/data"][0]
+    else:
+        wait_for(lambda: s.get("NumCaptured_RBV") >= 200, 60, what="200 frames")
+        assert not master.exists()  # written at the end, complete
     s.wait_acquired(1000, PERIOD)
     s.wait_done()
     uids = list(range(first, first + 1000))
     assert s.get("NumCaptured_RBV") == 1000
     assert (s.get("WriteStatus"), s.get("WriteMessage")) == ("Write OK", "")
     assert s.get("MissingFrames_RBV") == 0 and s.get("DroppedArrays_RBV") == 0
-    shares = check_master(s.master(), uids)
+    shares = check_master(master, uids)
     assert len(shares) == n_workers
     assert sorted(u for share in shares.values() for u in share) == uids
     for share in shares.values():  # the distributor's round robin: an even share each
@@ -89,50 +106,38 @@ def test_a_worker_killed_mid_stream(three_workers, tmp_path):
 
 
 def test_a_worker_joining_late_writes_a_part(two_workers, tmp_path):
+    """A worker started mid-stream joins the capture: its share goes to its own part."""
     s = two_workers
-    n = 800
-    s.start_capture("Stream", n)
-    first = s.start_acquisition(n, 0.01)
+    s.start_capture("Stream", 0)
+    s.cam_put("ImageMode", "Continuous")
+    first = s.start_acquisition(0, 0.01)
     wait_for(lambda: s.get("NumCaptured_RBV") >= 100, 60, interval=0.01, what="100 frames")
-    s.start_worker()  # subscribes a few seconds later, mid-stream
-    s.wait_acquired(n, 0.01)
+    name = s.start_worker()
+    wait_for(lambda: s.get("Workers_RBV") == 3, 60, what="the third worker")
+
+    def newcomer_frames() -> int:
+        line = s.get("WorkersMessage_RBV")
+        part = line.split(f"{name} (", 1)[-1].split(",")[0]
+        return int(part.split()[1]) if "frames" in part else 0
+
+    wait_for(lambda: newcomer_frames() >= 60, 90, interval=0.2, what="the newcomer's frames")
+    s.cam_put("Acquire", 0)
+    time.sleep(1.5)  # the last frames reach the workers
+    s.put("Capture", 0)
     s.wait_done()
-    assert s.get("Workers_RBV") == 3
+    last = s.cam_get("ArrayCounter_RBV")
     with h5py.File(s.master()) as f:
         missing = set(f["/entry/writer_parts/missing_unique_ids"][()].tolist())
+        window = f["/entry/data/data"].shape[0]
     # a subscription's first update is the frame the mirror already holds (skipped): a
     # frame handed to the newcomer as that first update is lost, and reported
     assert len(missing) <= 2 and s.get("MissingFrames_RBV") == len(missing)
-    uids = list(range(first, first + n + len(missing)))
+    uids = list(range(first, first + window))
+    assert uids[-1] <= last
     shares = check_master(s.master(), uids, missing=missing, nexus=False)
-    assert len(shares) == 3 and min(len(v) for v in shares.values()) > 50
-
-
-def test_live_master_while_the_parts_are_written(two_workers, tmp_path):
-    """SWMR: the master exists from the start, rewritten as the parts flush; a SWMR reader
-    reads every frame it maps; a plain reader gets an error, not fill values; after the
-    close every reader reads the whole stream."""
-    s = two_workers
-    s.put("SWMRMode", "On")
-    s.put("NumFramesFlush", 10)
-    n = 600
-    s.start_capture("Stream", n)
-    first = s.start_acquisition(n, 0.01)
-    master = s.master()
-    wait_for(lambda: master.exists() and s.get("NumCaptured_RBV") >= 200, 60,
-             what="the live master file")
-    time.sleep(1.2)
-    with h5py.File(master, "r", swmr=True) as f:
-        data = f["/entry/data/data"]
-        live = data.shape[0]
-        assert 0 < live < n
-        for row in range(live):
-            np.testing.assert_array_equal(data[row], expected_pixels(first + row, *SIZE))
-    with h5py.File(master, "r") as f, pytest.raises(OSError, match="open for write"):
-        f["/entry/data/data"][0]
-    s.wait_acquired(n, 0.01)
-    s.wait_done()
-    check_master(master, list(range(first, first + n)))
+    assert len(shares) == 3
+    late = next(v for k, v in shares.items() if k.startswith(name))
+    assert len(late) >= 60 and min(late) > first + 100
 
 
 def test_no_worker_no_capture(cluster, tmp_path):

@@ -267,6 +267,7 @@ class Coordinator(CaptureControl):
         if last and last.get("uid", -1) >= int(self._p("UniqueId_RBV")):
             closing.describe(self.post, last)
             self._frame_bytes = closing.frame_bytes(last)
+        self._publish_workers()  # each worker's frames so far: refreshed every second
 
     def _publish_workers(self) -> None:
         alive = self.links.alive()
