@@ -251,3 +251,25 @@ def test_bad_peers_are_dropped_and_silent_workers_lost(cluster, monkeypatch):
         pvs.wait("Workers_RBV", 2)
         pvs.wait("Workers_RBV", 1, timeout=10)  # said nothing for LOST_AFTER: lost
     assert ledger_module.IDLE > 0
+
+
+def test_losing_the_coordinator_closes_the_parts(cluster, tmp_path):
+    import asyncio
+
+    pvs, coordinator, add = cluster
+    workers = [add(), add()]
+    coordinator.submit("capture", on=True).result(10)
+    feed(workers, range(1, 11))
+    pvs.wait("NumCaptured_RBV", 10)
+    # the coordinator's side of every connection goes away (as when it is killed)
+    coordinator.CLOSE_TIMEOUT = 1.0  # its own shutdown then does not wait for them
+    asyncio.run_coroutine_threadsafe(coordinator.links.close(), coordinator._loop).result(10)
+    deadline = time.monotonic() + 20
+    while len(list(tmp_path.glob("scan_001_part*.h5"))) < 2:
+        assert time.monotonic() < deadline, list(tmp_path.iterdir())
+        time.sleep(0.05)
+    for worker in workers:
+        assert getattr(worker, "left", False)  # out of the distributor group
+    for path in sorted(tmp_path.glob("scan_001_part*.h5")):
+        with h5py.File(path) as f:  # closed under its final name, frames kept
+            assert len(f["/entry/writer_part/unique_ids"]) == 5
