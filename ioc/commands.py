@@ -17,7 +17,7 @@ def add_serve_parser(sub) -> None:
                    help="where frames come from: ca://PREFIX (or PREFIX) for an NDStdArrays "
                    "plugin (<PREFIX>ArrayData, ...), or pva://PVNAME for an NDPluginPva "
                    "NTNDArray (e.g. pva://13SIM1:Pva1:Image)")
-    p.add_argument("--pva-queue", type=int, default=16, metavar="N",
+    p.add_argument("--pva-queue", type=int, default=32, metavar="N",
                    help="updates the pvAccess server keeps for us while we lag "
                    "(pvRequest queueSize; pva:// sources)")
     p.add_argument("--cam", default="", help="driver prefix, for PARAM attributes and PortName_RBV")
@@ -71,7 +71,7 @@ def add_worker_parser(sub) -> None:
                    help="frames queued before dropping (default: the coordinator's QueueSize)")
     p.add_argument("--receiver", choices=("process", "thread"), default="process",
                    help="receive frames in a child process (shared memory; default) or a thread")
-    p.add_argument("--pva-queue", type=int, default=16, metavar="N",
+    p.add_argument("--pva-queue", type=int, default=32, metavar="N",
                    help="updates the pvAccess server keeps for this worker while it lags")
     p.add_argument("--keep-page-cache", action="store_true",
                    help="leave written files in the page cache")

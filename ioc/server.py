@@ -23,7 +23,7 @@ PORT_NAME = "FileHDF1"
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
               queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process",
-              pva_queue: int = 16):
+              pva_queue: int = 32):
     """Create the PV group, the saver and the image source (not started).
 
     ``source`` is ``ca://PREFIX`` (or a bare PREFIX: an NDStdArrays plugin over Channel
@@ -126,9 +126,13 @@ def serve_main(args: argparse.Namespace) -> int:
 
     keep_frame_buffers()
     _write_behind.set_enabled(not args.keep_page_cache)
-    group, saver, image, context, cam, prime = build_ioc(
-        args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-        tuple(args.allow_root), args.receiver, args.pva_queue)
+    try:
+        group, saver, image, context, cam, prime = build_ioc(
+            args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
+            tuple(args.allow_root), args.receiver, args.pva_queue)
+    except ValueError as exc:  # an unknown source transport
+        log.error("--source %s: %s", args.source, exc)
+        return 2
     if not args.allow_root:
         log.warning("no --allow-root given: any CA client may make this IOC write files "
                     "anywhere its user can write")

@@ -35,7 +35,7 @@ from .frames import UniqueIdTracker
 log = logging.getLogger(__name__)
 
 POSIX_TIME_AT_EPICS_EPOCH = 631152000
-DEFAULT_QUEUE = 16  # updates the server keeps for us while we lag (pvRequest queueSize)
+DEFAULT_QUEUE = 32  # updates the server keeps for us while we lag (pvRequest queueSize)
 
 # NDAttrSource_t order (ADCore NDAttribute.h): Driver, Param, EPICSPV, Funct, Const.
 _SOURCE_TYPES = (NDAttrSource.DRIVER, NDAttrSource.PARAM, NDAttrSource.EPICS_PV,
@@ -64,11 +64,52 @@ class FrameError(ValueError):
     """An NTNDArray that is not a usable frame (the message says why)."""
 
 
-def _attribute(element) -> NDAttribute | None:
+class AttributeTypes:
+    """The NDAttrDataType of each attribute's value.  p4p gives a variant's value as a
+    Python int/float/str without its width, which only the Value's text shows (~70 us an
+    attribute, too slow for 20 attributes at hundreds of frames/s); so it is read once per
+    (name, Python type) and again whenever a value does not fit the type known, and every
+    ``RECHECK`` frames."""
+
+    RECHECK = 256
+
+    def __init__(self):
+        self._known: dict[tuple[str, type], NDAttrType | None] = {}
+        self._frames = 0
+
+    def frame_done(self) -> None:
+        self._frames += 1
+        if self._frames >= self.RECHECK:
+            self.clear()
+
+    def clear(self) -> None:
+        self._known.clear()
+        self._frames = 0
+
+    def of(self, element, name: str, value) -> NDAttrType | None:
+        key = (name, type(value))
+        dtype = self._known.get(key, False)
+        if dtype is False or (isinstance(value, int) and dtype is not None
+                              and dtype.numpy is not None and not _fits(value, dtype)):
+            kind = _ANY_VALUE.search(element.tostr())
+            dtype = _ATTR_TYPES.get(kind.group(1)) if kind else None
+            self._known[key] = dtype
+        return dtype
+
+
+def _fits(value: int, dtype: NDAttrType) -> bool:
+    info = np.iinfo(dtype.numpy) if dtype.numpy.kind in "iu" else None
+    return info is None or info.min <= value <= info.max
+
+
+def _attribute(element, types: AttributeTypes | None = None) -> NDAttribute | None:
     name = element["name"]
     value = element["value"]
-    kind = _ANY_VALUE.search(element.tostr())
-    dtype = _ATTR_TYPES.get(kind.group(1)) if kind else None
+    if types is not None:
+        dtype = types.of(element, name, value)
+    else:
+        kind = _ANY_VALUE.search(element.tostr())
+        dtype = _ATTR_TYPES.get(kind.group(1)) if kind else None
     if dtype is None:  # bool and arrays: ADCore ignores them too
         return None
     source_type = element["sourceType"]
@@ -79,8 +120,8 @@ def _attribute(element) -> NDAttribute | None:
     return NDAttribute(name, value, dtype, element["descriptor"], element["source"], source)
 
 
-def ntndarray_frame(value, allocate: Callable[[int], np.ndarray | None] | None = None
-                    ) -> NDArray | None:
+def ntndarray_frame(value, allocate: Callable[[int], np.ndarray | None] | None = None,
+                    types: AttributeTypes | None = None) -> NDArray | None:
     """An NDArray from an NTNDArray ``Value`` (p4p, unwrapped); None for an update without
     data (a plugin that has not had a frame yet).  Raises FrameError."""
     pixels = value["value"]
@@ -125,9 +166,11 @@ def ntndarray_frame(value, allocate: Callable[[int], np.ndarray | None] | None =
         data, codec = data.reshape(shape), None
     attributes = {}
     for element in value["attribute"]:
-        attribute = _attribute(element)
+        attribute = _attribute(element, types)
         if attribute is not None:
             attributes[attribute.name] = attribute
+    if types is not None:
+        types.frame_done()
     stamp = value["dataTimeStamp"]
     epics = value["timeStamp"]
     return NDArray(
@@ -178,6 +221,7 @@ class PVAImageSource:
         # (sent as a structure: p4p's request parser refuses the "_[...]" syntax)
         self.request_options = dict(request_options or {})
         self.tracker = UniqueIdTracker(on_status, gaps=not self.request_options)
+        self.types = AttributeTypes()
         self.latest_seen: int | None = None
         self._context = context
         self._own_context = context is None
@@ -227,6 +271,7 @@ class PVAImageSource:
             self.on_status({"connected": False})
             return
         self._skip_current = True  # a new subscription first sends the frame held now
+        self.types.clear()
         request = f"field()record[queueSize={self.queue_size}]"
         if self.request_options:
             request = plugin_request(self.request_options, self.queue_size)
@@ -250,6 +295,7 @@ class PVAImageSource:
                 if self._connected:
                     log.info("%s disconnected", self.prefix)
                 self._connected = False
+                self.types.clear()  # the server may come back with other types
                 self.on_status({"connected": False})
             else:
                 log.warning("%s: %s", self.prefix, update)
@@ -275,7 +321,7 @@ class PVAImageSource:
                 self.on_frame(uid)
             return
         try:
-            frame = ntndarray_frame(value, self.allocate)
+            frame = ntndarray_frame(value, self.allocate, self.types)
         except FrameError as exc:
             self.on_error(f"frame {uid}: {exc}; frame rejected")
             return

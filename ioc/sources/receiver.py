@@ -225,7 +225,7 @@ class ProcessImageSource:
                  on_status: Callable[[dict], None] = lambda status: None,
                  on_error: Callable[[str], None] = lambda message: None,
                  attributes: AttributeSampler | None = None, queue_size: int = 20,
-                 pva_queue: int = 16, request_options: dict | None = None):
+                 pva_queue: int = 32, request_options: dict | None = None):
         self.prefix = prefix
         self.pva_queue = pva_queue
         self.request_options = request_options  # pvRequest plugin options (pva:// only)

@@ -13,7 +13,7 @@ from .frames import parse_source
 
 
 class TransportSource:
-    def __init__(self, spec: str, on_frame: Callable, *, pva_queue: int = 16, **kwargs):
+    def __init__(self, spec: str, on_frame: Callable, *, pva_queue: int = 32, **kwargs):
         """``kwargs`` go to the transport's source (accepting, allocate, on_status,
         on_error, attributes; ``context`` only to the CA source)."""
         self.on_frame = on_frame

@@ -47,7 +47,7 @@ class Refused(Exception):
 class Worker:
     def __init__(self, coordinator: tuple[str, int], *, name: str = "",
                  policy: PathPolicy = NO_POLICY, queue_size: int | None = None,
-                 receiver: str = "process", pva_queue: int = 16):
+                 receiver: str = "process", pva_queue: int = 32):
         self.coordinator = coordinator
         self.hello = {"type": "hello", "protocol": PROTOCOL, "version": __version__,
                       **identity(name)}

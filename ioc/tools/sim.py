@@ -221,6 +221,13 @@ class _Mirror(PVGroup):
         for suffix, value in values.items():
             await self.attr_pvdb[suffix].write(to_pv(self.table[suffix], value))
 
+    async def post(self, **values) -> None:
+        """Per-frame values: written as they are (no put handlers, no checks: they are
+        ours and there are many per frame)."""
+        for suffix, value in values.items():
+            await self.attr_pvdb[suffix].write(to_pv(self.table[suffix], value),
+                                               verify_value=False)
+
     async def set_changed(self, **values) -> None:
         """Write only values that differ (monitors then post only on change, as ADCore's)."""
         for suffix, value in values.items():
@@ -371,8 +378,8 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
             # plugin's: dimensions when they change, ArrayData, the scalars.
             size_z = dims[0] if len(dims) == 3 else 0
             padded = list(dims) + [0] * 3
-            await cam.set(ArrayCounter=uid, ArrayCounter_RBV=uid, UniqueId_RBV=uid,
-                          TimeStamp_RBV=now - EPICS_EPOCH)
+            await cam.post(ArrayCounter=uid, ArrayCounter_RBV=uid, UniqueId_RBV=uid,
+                           TimeStamp_RBV=now - EPICS_EPOCH)
             await cam.set_changed(ArraySizeX_RBV=dims[-2] if len(dims) == 3 else dims[0],
                                   ArraySizeY_RBV=dims[-1], ArraySizeZ_RBV=size_z,
                                   ArraySize_RBV=int(data.nbytes), ArraySize0_RBV=padded[0],
@@ -389,13 +396,13 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
                     np.dtype(self.wire_dtype).itemsize else wire.astype(self.wire_dtype)
             wire.flags.writeable = False  # lets caproto skip a copy
             await self._bound_in_flight(wire)
-            await image.ArrayData.write(wire)
-            await image.set(UniqueId_RBV=uid, ArrayCounter_RBV=uid)
+            await image.ArrayData.write(wire, verify_value=False)
+            await image.post(UniqueId_RBV=uid, ArrayCounter_RBV=uid)
             await image.set_changed(NDimensions_RBV=len(dims),
                                     DataType_RBV=cam.value("DataType"),
                                     ColorMode_RBV=cam.value("ColorMode"))
-            await image.set(TimeStamp_RBV=now - EPICS_EPOCH, EpicsTSSec_RBV=sec,
-                            EpicsTSNsec_RBV=nsec)
+            await image.post(TimeStamp_RBV=now - EPICS_EPOCH, EpicsTSSec_RBV=sec,
+                             EpicsTSNsec_RBV=nsec)
             if self.outputs is not None:
                 await self._post_outputs(uid, data, now - EPICS_EPOCH, sec, nsec)
 
@@ -405,7 +412,7 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
             stats = self.stats
             if self.outputs.needs_statistics and stats.value("EnableCallbacks"):
                 statistics = frame_statistics(data)
-                await stats.set(UniqueId_RBV=uid, ArrayCounter=uid, ArrayCounter_RBV=uid,
+                await stats.post(UniqueId_RBV=uid, ArrayCounter=uid, ArrayCounter_RBV=uid,
                                 Total_RBV=statistics["TOTAL"], Net_RBV=statistics["NET"],
                                 MeanValue_RBV=statistics["MEAN_VALUE"],
                                 Sigma_RBV=statistics["SIGMA_VALUE"],
@@ -478,7 +485,7 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
                         await self.post_frame(uid)
                     else:
                         await cam.set(ArrayCounter=uid, ArrayCounter_RBV=uid)
-                    await cam.set(NumImagesCounter_RBV=n)
+                    await cam.post(NumImagesCounter_RBV=n)
                 await cam.set(Acquire=0, Acquire_RBV=0, AcquireBusy=0, AcquireBusyCB=0,
                               DetectorState_RBV=0)
                 self._busy = False
