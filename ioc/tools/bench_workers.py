@@ -86,9 +86,13 @@ class WorkersRig:
                 ["worker", "--coordinator", f"127.0.0.1:{self.port}", "--name", f"w{i}",
                  "--pva-queue", "100"], env, self.logs / f"w{i}-of-{n}.log"))
         c = self.client
-        wait_for(lambda: c.get(COORDINATOR + "Workers_RBV") == n, 60, what=f"{n} workers")
-        wait_for(lambda: c.get(COORDINATOR + "SourceConnected_RBV") == "Connected", 60,
-                 what="the workers subscribed")
+        try:
+            wait_for(lambda: c.get(COORDINATOR + "Workers_RBV") == n, 120, what=f"{n} workers")
+            wait_for(lambda: c.get(COORDINATOR + "SourceConnected_RBV") == "Connected", 120,
+                     what="the workers subscribed")
+        except TimeoutError as exc:
+            tails = "\n".join(f"--- {p.log_path.name}:\n{p.log()[-1500:]}" for p in self.workers)
+            raise RuntimeError(f"{exc}; {c.get(COORDINATOR + 'WorkersMessage_RBV')}\n{tails}") from None
         c.put(self.cam + "ImageMode", "Single")
 
         def through() -> bool:
