@@ -111,6 +111,7 @@ class MasterResult:
     first_uid: int | None = None
     missing: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     duplicates: int = 0
+    before: int = 0  # frames the parts hold with UniqueIds below the capture's first
     mappings: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -169,7 +170,13 @@ def _write(path: Path, sources: list[MasterSource], handles: dict, result: Maste
            first: int | None, last: int | None, file_name: str, libver: str | None) -> None:
     indices = [s.index for s in sources]
     lo, frames = _frame_axis(indices, first, last)
+    held = np.unique(np.concatenate([i.unique_ids for i in indices]))
+    if frames > 16 * held.size + 1_000_000:  # a row per UniqueId would not be bounded
+        raise WriterError(f"UniqueIds from {lo} to {lo + frames - 1} for {held.size} frames "
+                          "(the detector restarted?): no master file; the parts hold the frames")
     result.first_uid, result.frames = lo, frames
+    if lo is not None:
+        result.before = int(np.count_nonzero(held < lo))
     # Which part and row holds each master row: the first part listing a UniqueId wins.
     owner = np.full(frames, -1, np.int64)
     owned: list[np.ndarray] = []  # per source: its rows that map (row numbers of unique_ids)

@@ -328,3 +328,13 @@ def test_a_part_that_cannot_be_read_is_reported(tmp_path):
     with pytest.raises(Exception, match="no part file could be read"):
         write_master(tmp_path / "x.h5", [sources[1]])
     time.sleep(0)
+
+
+def test_unique_ids_that_go_back_are_reported(tmp_path):
+    master, sources = write_parts(tmp_path, [[10, 12, 2], [11, 13, 3]])  # a restart: 2, 3
+    result = write_master(master, sources, first_uid=10)
+    assert result.frames == 4 and result.before == 2
+    with pytest.raises(Exception, match="detector restarted"):
+        write_parts(tmp_path, [[1, 10**8]])
+        write_master(tmp_path / "scan_001.h5", [MasterSource("scan_001_part0.h5",
+                                                             tmp_path / "scan_001_part0.h5")])

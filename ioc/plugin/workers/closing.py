@@ -100,6 +100,9 @@ def write_final_master(ledger: Ledger, master: Path, suffix: str) -> Outcome:
     first, last = ledger.window()
     outcome.result = write_master(master, sources, first_uid=first, last_uid=last)
     outcome.problems += outcome.result.warnings
+    if outcome.result.before:  # UniqueIds that went back (a detector restarted mid-capture)
+        outcome.problems.append(f"{outcome.result.before} frames in the parts have UniqueIds "
+                                f"below the capture's first ({first}): not in the master")
     return outcome
 
 
