@@ -97,10 +97,10 @@ def add_sim_parser(sub) -> None:
     p.add_argument("--noise", type=float, default=0.0, metavar="MEAN",
                    help="add a fixed Poisson noise field of this mean to every frame "
                    "(realistic compression ratios; pixels stay checkable)")
-    p.add_argument("--backlog-mb", type=int, default=128, metavar="MB",
+    p.add_argument("--backlog-mb", type=int, default=0, metavar="MB",
                    help="frames each image1:ArrayData subscriber may have queued, in MiB of "
-                   "the largest frame (4 to 200 frames); a subscriber that lags further loses "
-                   "the oldest")
+                   "the largest frame (4 to 200 frames; default 200 frames); a subscriber that "
+                   "lags further loses the oldest")
     p.add_argument("--no-pva", action="store_true",
                    help="do not serve <prefix>Pva1:Image over pvAccess")
     p.add_argument("--list-pvs", action="store_true")

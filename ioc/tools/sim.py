@@ -540,11 +540,12 @@ def sim_main(args: argparse.Namespace) -> int:
                           noise=args.noise, codec=codec,
                           blosc=(args.blosc_compressor, args.blosc_shuffle, args.blosc_level))
     ioc = cls(prefix=args.prefix)
-    # Each ArrayData subscription keeps at most this many bytes of frames it has not sent
-    # (caproto counts frames: one backlog for every size up to the largest frame).
-    largest = ioc.image.ArrayData.max_length * np.dtype(ioc.wire_dtype).itemsize
-    ioc.image.ArrayData.max_subscription_backlog = int(
-        min(200, max(4, args.backlog_mb * 2**20 // max(largest, 1))))
+    if args.backlog_mb > 0:
+        # Each ArrayData subscription keeps at most this many bytes of frames it has not
+        # sent (caproto counts frames: one backlog for every size up to the largest frame).
+        largest = ioc.image.ArrayData.max_length * np.dtype(ioc.wire_dtype).itemsize
+        ioc.image.ArrayData.max_subscription_backlog = int(
+            min(200, max(4, args.backlog_mb * 2**20 // max(largest, 1))))
     server = None
     if not args.no_pva:
         from .sim_pva import PvaImageServer
