@@ -210,7 +210,10 @@ def test_refusals_say_why(cluster, tmp_path):
     pvs.post(FileWriteMode="Stream")
     with pytest.raises(SaverError, match="WriteFile is not used in Stream"):
         coordinator.submit("write_file").result(10)
-    pvs.post(XMLFileName="/no/such/layout.xml")
+    pvs.post(PositionMode="On")
+    with pytest.raises(SaverError, match="PositionMode is not available with writer workers"):
+        coordinator.submit("capture", on=True).result(10)
+    pvs.post(PositionMode="Off", XMLFileName="/no/such/layout.xml")
     with pytest.raises(SaverError, match="file not found"):
         coordinator.submit("capture", on=True).result(10)
     assert pvs.params["Capture_RBV"] == 0 and not list(tmp_path.iterdir())

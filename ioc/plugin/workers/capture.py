@@ -48,8 +48,9 @@ class CaptureControl:
                              "(start: nexus-writer-ioc worker --coordinator HOST:PORT)")
         if mode == CAPTURE and int(self._p("NumCapture")) < 1:
             raise SaverError("ERROR: NumCapture must be at least 1 in Capture mode")
-        if int(self._p("NumExtraDims")) > 0:
-            raise SaverError("ERROR: NumExtraDims is not available with writer workers")
+        for suffix in ("NumExtraDims", "PositionMode", "DimAttDatasets"):
+            if int(self._p(suffix)) > 0:  # the parts' frame axis would not be one row a frame
+                raise SaverError(f"ERROR: {suffix} is not available with writer workers")
         self.layout_payload = await self._layout_payload()
         self.post(FullFileName_RBV="", NumCaptured_RBV=0, MissingFrames_RBV=0)
         self.master = self._next_name() if mode == STREAM else None

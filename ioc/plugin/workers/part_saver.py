@@ -35,7 +35,7 @@ IDLE, ARMED, CAPTURING, STOPPED, FAILED = "idle", "armed", "capturing", "stopped
 def writer_options(params: dict, num_capture: int) -> WriterOptions:
     """WriterOptions from the coordinator's PV values, by the plugin's own rules."""
     values = dict(params, NumCapture=num_capture)
-    return FileSaver.options(SimpleNamespace(p=values.__getitem__), True)
+    return FileSaver.options(SimpleNamespace(p=values.__getitem__, params=values), True)
 
 
 def decode_layout(text: str, source: str) -> Layout:
