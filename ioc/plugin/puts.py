@@ -25,8 +25,9 @@ class PutRules(ExtraDimRules):
     async def put_Capture(self, value):
         on = bool(self._index("Capture", value))
         serial = await self._run_saver("capture", on=on)
-        if on:
-            # a busy record: the client's put completes when this capture ends
+        if on and serial is not None:
+            # a busy record: the client's put completes when this capture ends (a saver
+            # that does not number its captures, the workers' coordinator, completes now)
             self.complete_when_capture_ends(serial)
         raise SkipWrite  # the saver published Capture / Capture_RBV itself
 
