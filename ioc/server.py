@@ -40,7 +40,7 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
     table = with_defaults(
         PluginType_RBV=f"NDFileHDF5 ver{h5py.version.hdf5_version}",
-        PortName_RBV=PORT_NAME, ADCoreVersion_RBV="3.14.0", DriverVersion_RBV=__version__,
+        PortName_RBV=PORT_NAME, WriterVersion_RBV=__version__,
         QueueSize=queue_size, QueueSize_RBV=queue_size, QueueFree=queue_size,
         XMLFileName=layout, XMLFileName_RBV=layout,
         NDAttributesFile=attributes, SourcePrefix=source, SourcePrefix_RBV=source,
@@ -50,6 +50,7 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
     policy = PathPolicy.from_dirs(allow_roots)
     group.policy = policy
     saver = FileSaver(group.params, group.post, queue_size, policy)
+    saver.on_capture_end = group.on_capture_end  # completes pending Capture=1 puts
     group.saver = saver
     group.check_layout = lambda spec: layout_status(spec, policy)
 
@@ -123,6 +124,13 @@ def serve_main(args: argparse.Namespace) -> int:
         return serve_coordinator(args)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .plugin.ca_server import ServerPortError, server_port
+
+    try:
+        server_port()
+    except ServerPortError as exc:
+        log.error("%s", exc)
+        return 2
     from .sources._malloc import keep_frame_buffers
     from .writer import _write_behind
 
@@ -163,7 +171,7 @@ def serve_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, terminate)
     # A file-size limit (RLIMIT_FSIZE) must give a write error, not kill the IOC.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    from caproto.server import run
+    from .plugin.ca_server import run
 
     interfaces = os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "0.0.0.0").split()
     try:

@@ -28,6 +28,7 @@ from ..writer.nexus import (
     NexusWriter,
     WriterError,
     WriterOptions,
+    effective_chunks,
 )
 from ..writer.single_file import SingleFileWriter
 from .extra_dim_rules import extra_dims_of
@@ -82,6 +83,10 @@ class FileSaver:
         self.num_captured = 0
         self.array_counter = 0
         self.invalid_frames = 0
+        # Captures are numbered; on_capture_end(n) is called when capture n ends (its file
+        # written or closed), for the Capture busy record's put-callback.
+        self.capture_serial = 0
+        self.on_capture_end: Callable[[int], None] | None = None
         self._thread: threading.Thread | None = None
         self._stop = False
 
@@ -138,16 +143,23 @@ class FileSaver:
     def options(self, multi_frame: bool) -> WriterOptions:
         p = self.p
         chunks = (p("NumColChunks"), p("NumRowChunks"), *(p(f"ChunkSize{i}") for i in range(2, 10)))
+        num_capture = max(int(p("NumCapture")), 0)
+        # NDFileHDF5::configureDims: the frame axis chunk is NumFramesChunks (at least 1,
+        # at most NumCapture), and NumFramesFlush is raised to it.
+        frames_chunk = max(int(p("NumFramesChunks")), 1)
+        if num_capture > 0:
+            frames_chunk = min(frames_chunk, num_capture)
         return WriterOptions(
-            multi_frame=multi_frame, num_capture=max(int(p("NumCapture")), 0),
+            multi_frame=multi_frame, num_capture=num_capture,
             store_attributes=bool(p("StoreAttr")), store_performance=bool(p("StorePerform")),
             compression=Compression(p("Compression")), zlevel=p("ZLevel"),
             szip_pixels=p("SZipNumPixels"), blosc_compressor=p("BloscCompressor"),
             blosc_shuffle=p("BloscShuffle"), blosc_level=p("BloscLevel"),
             chunk_size_auto=bool(p("ChunkSizeAuto")), chunks=tuple(int(c) for c in chunks),
-            frames_chunks=max(int(p("NumFramesChunks")), 1), fill_value=float(p("FillValue")),
+            frames_chunks=frames_chunk, fill_value=float(p("FillValue")),
             ndattribute_chunk=max(int(p("NDAttributeChunk")), 0),
-            swmr=bool(p("SWMRMode")) and multi_frame, flush_every=int(p("NumFramesFlush")),
+            swmr=bool(p("SWMRMode")) and multi_frame,
+            flush_every=max(int(p("NumFramesFlush")), frames_chunk),
             extra_dims=extra_dims_of(self.params, multi_frame),
         )
 
@@ -172,9 +184,11 @@ class FileSaver:
                 self.post(NumCaptured_RBV=self.num_captured)
                 saved = True
                 if self.num_captured >= self.p("NumCapture"):
-                    self._set_capture(False)
+                    # ADCore writes the buffer, then clears Capture: its put completes
+                    # once the file is written
                     if self.p("AutoSave"):
                         self._write_buffer()
+                    self._set_capture(False)
         elif mode == STREAM and self.capturing:
             if self.writer is None and self.lazy_pending:
                 self.lazy_pending = False
@@ -262,7 +276,24 @@ class FileSaver:
             self._remove(written)
             raise SaverError(f"Error opening file {final}: {exc}") from None
         self.paths = (written, final)
+        self._post_opened(writer, frame)
         return writer
+
+    def _post_opened(self, writer: NexusWriter, frame: NDArray) -> None:
+        """What ADCore reports when a multi-frame file opens: SWMR state (in every mode),
+        a new flush count, and the chunking the file uses (configureDims writes the
+        effective values back; here the _RBV PVs show them, the setpoints keep what was
+        asked for the next file)."""
+        options = writer.options
+        self.post(SWMRActive_RBV=int(options.swmr), SWMRCbCounter_RBV=writer.flush_count,
+                  NumFramesChunks_RBV=options.frames_chunks,
+                  NumFramesFlush_RBV=options.flush_every)
+        self._post_chunking(frame, options)
+
+    def _post_chunking(self, frame: NDArray, options: WriterOptions) -> None:
+        names = ("NumColChunks", "NumRowChunks", *(f"ChunkSize{i}" for i in range(2, 10)))
+        chunks = effective_chunks(frame.dims, options)
+        self.post(**{f"{name}_RBV": size for name, size in zip(names, chunks, strict=False)})
 
     def _finish(self, writer: NexusWriter) -> None:
         """Close, rename TempSuffix files, report RunTime and IOSpeed."""
@@ -270,6 +301,7 @@ class FileSaver:
         frames = writer.frames_written
         frame_bytes = writer.frame_bytes
         written, final = self.paths
+        self._ok()  # NDPluginFile::closeFileBase: OK unless the close fails
         try:
             writer.close()
             if written != final:
@@ -279,6 +311,7 @@ class FileSaver:
             raise SaverError(f"Error closing file {final}: {exc}") from None
         finally:
             self.paths = None
+            self.post(SWMRActive_RBV=0)
         speed = frames * frame_bytes * 8 / 2**20 / runtime if runtime > 0 else 0.0
         self.post(RunTime=runtime, IOSpeed=speed)
         if writer.warnings:
@@ -310,6 +343,7 @@ class FileSaver:
                 layout = self._layout()
             except SaverError as exc:
                 raise SaverError(f"Error opening file {final}: {exc}") from None
+            self._post_chunking(frame, options)
             t0 = time.perf_counter()
             try:
                 warnings = self.single.write(written, layout, frame, options, str(final))
@@ -350,11 +384,12 @@ class FileSaver:
                         raise SaverError(f"Error writing file, {exc}; file closed with "
                                          f"{writer.frames_written} frames") from None
                     remaining -= 1
-                    self.post(NumCaptured_RBV=remaining)
+                    self.post(NumCaptured_RBV=remaining, SWMRCbCounter_RBV=writer.flush_count)
             except (WriterError, OSError, ValueError) as exc:
                 writer.close()
                 self._remove(self.paths[0])
                 self.paths = None
+                self.post(SWMRActive_RBV=0)
                 raise SaverError(f"Error writing file: {exc}") from None
             self._finish(writer)
         except SaverError as exc:
@@ -372,10 +407,10 @@ class FileSaver:
         except SaverError as exc:
             self._error(str(exc))
             return str(exc)
-        self.post(SWMRActive_RBV=int(self.writer.options.swmr), SWMRCbCounter_RBV=0)
         return None
 
     def _stream_frame(self, frame: NDArray) -> bool:
+        self._ok()  # NDPluginFile::writeFileBase: each write starts from OK
         try:
             self.writer.write(frame)
         except FrameMismatch:
@@ -389,7 +424,7 @@ class FileSaver:
             self._abandon_stream(f"Error writing file, {exc}")
             return False
         self.num_captured += 1
-        self.post(NumCaptured_RBV=self.num_captured)
+        self.post(NumCaptured_RBV=self.num_captured, SWMRCbCounter_RBV=self.writer.flush_count)
         limit = int(self.p("NumCapture"))
         if limit > 0 and self.num_captured >= limit:
             self._close_stream()
@@ -408,7 +443,6 @@ class FileSaver:
             self._finish(writer)
         except SaverError as exc:
             self._error(str(exc))
-        self.post(SWMRActive_RBV=0)
 
     def _abandon_stream(self, message: str) -> None:
         writer, self.writer = self.writer, None
@@ -420,6 +454,7 @@ class FileSaver:
             if self.paths:
                 self._remove(self.paths[0])
                 self.paths = None
+            self.post(SWMRActive_RBV=0)
         self._error(message)
         self._set_capture(False)
 
@@ -437,25 +472,34 @@ class FileSaver:
         self._set_capture(False)
 
     def _set_capture(self, on: bool) -> None:
-        self.capturing = on
+        was_on, self.capturing = self.capturing, on
+        if on and not was_on:
+            self.capture_serial += 1
         value = int(on)
         updates = {"Capture": value, "Capture_RBV": value}
         if self.p("FileWriteMode") == STREAM:
             # WriteFile_RBV stays "Writing" for the whole stream, as in ADCore.
             updates.update(WriteFile=value, WriteFile_RBV=value)
         self.post(**updates)
+        if was_on and not on and self.on_capture_end is not None:
+            self.on_capture_end(self.capture_serial)
 
     # -- commands from the PV layer ------------------------------------------------
-    def cmd_capture(self, on: bool) -> None:
+    def cmd_capture(self, on: bool) -> int:
+        """Start or stop capturing; returns the number of the capture started or joined
+        (its end completes the Capture=1 put)."""
         mode = self.p("FileWriteMode")
         if not on:
             if mode == STREAM:
                 self.lazy_pending = False
                 self._close_stream()
             self._set_capture(False)
-            return
+            return self.capture_serial
+        self._ok()  # NDPluginFile::writeInt32 clears the status when Capture is set
         if mode == SINGLE:
             raise SaverError("ERROR: capture not supported in Single mode")
+        if mode == STREAM and (self.writer is not None or self.lazy_pending):
+            return self.capture_serial  # already streaming: the put joins this stream
         self.post(FullFileName_RBV="", NumCaptured_RBV=0)
         self.num_captured = 0
         if mode == CAPTURE:
@@ -463,21 +507,19 @@ class FileSaver:
                 raise SaverError("ERROR: NumCapture must be at least 1 in Capture mode")
             self.buffer = []
             self._set_capture(True)
-            return
-        if self.writer is not None:
-            return  # already streaming
+            return self.capture_serial
         if self.p("LazyOpen"):
             self.lazy_pending = True
-            self._ok()
             self.post(WriteMessage="Lazy Open...")
             self._set_capture(True)
-            return
+            return self.capture_serial
         if self.last_frame is None:
             raise SaverError("ERROR: must collect an array to get dimensions first")
         error = self._open_stream(self.last_frame)
         if error is not None:
             raise SaverError(error)
         self._set_capture(True)
+        return self.capture_serial
 
     def cmd_write_file(self) -> None:
         mode = self.p("FileWriteMode")
@@ -508,7 +550,7 @@ class FileSaver:
         if self.writer is None:
             raise SaverError("ERROR: no file is open")
         self.writer.flush()
-        self.post(SWMRCbCounter_RBV=int(self.params.get("SWMRCbCounter_RBV", 0)) + 1)
+        self.post(SWMRCbCounter_RBV=self.writer.flush_count)
 
     def cmd_prime(self, frame: NDArray) -> None:
         """The source's current frame at connect: describes the readbacks and serves as

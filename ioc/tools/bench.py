@@ -403,7 +403,7 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
                 c.put(WRITER + "FileWriteMode", "Stream")
                 c.put(WRITER + "NumCapture", 0)
                 c.put(WRITER + "LazyOpen", "Yes")
-                c.put(WRITER + "Capture", 1)
+                c.start_capture(WRITER)  # busy: completes at the end
             base_rss = tree_memory(process)
             peaks = [base_rss]
             done = threading.Event()
@@ -524,7 +524,7 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
                         written += len(f["/entry/instrument/NDAttributes/NDArrayUniqueId"])
                     path.unlink()
                     files += 1
-                c.put(WRITER + "Capture", 1)
+                c.start_capture(WRITER)  # busy: completes at the end
             samples.append((time.monotonic() - t0, tree_memory(process), tree_fds(process)))
             time.sleep(0.5)
         c.put(rig.cam + "Acquire", 0)

@@ -300,6 +300,7 @@ class NexusWriter:
         self.options = options or WriterOptions()
         self.warnings: list[str] = []
         self.frames_written = 0
+        self.flush_count = 0  # flushes of this file (SWMR every NumFramesFlush, FlushNow)
         self._frame_shape = first.data.shape
         self._frame_dtype = first.data.dtype.newbyteorder("<") if first.data.dtype.byteorder == ">" \
             else first.data.dtype
@@ -633,6 +634,7 @@ class NexusWriter:
         for holder in self._attr_datasets:
             holder.flush()
         self.file.flush()
+        self.flush_count += 1
 
     # -- close -----------------------------------------------------------------
     def close(self) -> None:
