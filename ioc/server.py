@@ -23,22 +23,28 @@ PORT_NAME = "FileHDF1"
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
               queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process",
-              max_memory: int | None = None):
-    """Create the PV group, the saver and the CA source (not started).
+              pva_queue: int = 32, max_memory: int | None = None):
+    """Create the PV group, the saver and the image source (not started).
 
-    ``receiver="process"`` receives images in a child process (frames in shared
-    memory); ``"thread"`` receives them in this process (one GIL for everything).
-    ``max_memory`` (bytes) bounds the frames held (queue and Capture buffer)."""
+    ``source`` is ``ca://PREFIX`` (or a bare PREFIX: an NDStdArrays plugin over Channel
+    Access) or ``pva://PVNAME`` (an NDPluginPva NTNDArray).  ``receiver="process"``
+    receives images in a child process (frames in shared memory); ``"thread"`` receives
+    them in this process (one GIL for everything).  ``max_memory`` (bytes) bounds the
+    frames held (queue and Capture buffer)."""
     import h5py
 
     from .plugin.memory import default_limit
-    from .sources.ca import AttributeSampler, CAImageSource
+    from .sources.ca import AttributeSampler
+    from .sources.frames import parse_source
+    from .sources.select import TransportSource
+
+    parse_source(source)  # an unknown transport is refused before anything starts
 
     max_memory = max_memory or default_limit()
 
     table = with_defaults(
         PluginType_RBV=f"NDFileHDF5 ver{h5py.version.hdf5_version}",
-        PortName_RBV=PORT_NAME, ADCoreVersion_RBV="3.14.0", DriverVersion_RBV=__version__,
+        PortName_RBV=PORT_NAME, WriterVersion_RBV=__version__,
         QueueSize=queue_size, QueueSize_RBV=queue_size, QueueFree=queue_size,
         XMLFileName=layout, XMLFileName_RBV=layout,
         NDAttributesFile=attributes, SourcePrefix=source, SourcePrefix_RBV=source,
@@ -50,6 +56,7 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
     group.policy = policy
     saver = FileSaver(group.params, group.post, queue_size, policy, memory_limit=max_memory,
                       user_paths=group.user_paths)
+    saver.on_capture_end = group.on_capture_end  # completes pending Capture=1 puts
     group.saver = saver
     group.check_layout = lambda spec: layout_status(spec, policy)
 
@@ -76,12 +83,13 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         from .sources.receiver import ProcessImageSource
 
         image = ProcessImageSource(source, group.on_frame, on_status=on_status,
-                                   on_error=on_error, attributes=sampler, queue_size=queue_size)
+                                   on_error=on_error, attributes=sampler, queue_size=queue_size,
+                                   pva_queue=pva_queue)
         group.on_queue_size = image.set_queue_size
     else:
-        image = CAImageSource(source, group.on_frame, accepting=group.accepting,
-                              on_status=on_status, on_error=on_error, attributes=sampler,
-                              context=context)
+        image = TransportSource(source, group.on_frame, pva_queue=pva_queue,
+                                accepting=group.accepting, on_status=on_status,
+                                on_error=on_error, attributes=sampler, context=context)
 
     def attributes_changed(definitions) -> None:
         # a Stream opened with the last frame records the new attributes (as ADCore)
@@ -102,6 +110,11 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         return int(AttributesStatus.OK), "; ".join(notes)
 
     def set_source(prefix_: str) -> None:
+        try:
+            parse_source(prefix_)
+        except ValueError as exc:
+            group.post(WriteMessage=str(exc)[:255])
+            raise
         image.set_prefix(prefix_)
         _prime_when_connected(image, prime, timeout=5.0)
 
@@ -119,17 +132,32 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
 
 def serve_main(args: argparse.Namespace) -> int:
+    if getattr(args, "workers_listen", None):  # writer workers write the frames
+        from .plugin.workers.serve import serve_coordinator
+
+        return serve_coordinator(args)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .plugin.ca_server import ServerPortError, server_port
+
+    try:
+        server_port()
+    except ServerPortError as exc:
+        log.error("%s", exc)
+        return 2
     from .sources._malloc import keep_frame_buffers
     from .writer import _write_behind
 
     keep_frame_buffers()
     _write_behind.set_enabled(not args.keep_page_cache)
     max_memory = int(args.max_memory * 1e6) if getattr(args, "max_memory", None) else None
-    group, saver, image, context, cam, prime = build_ioc(
-        args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-        tuple(args.allow_root), args.receiver, max_memory)
+    try:
+        group, saver, image, context, cam, prime = build_ioc(
+            args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
+            tuple(args.allow_root), args.receiver, args.pva_queue, max_memory)
+    except ValueError as exc:  # an unknown source transport
+        log.error("--source %s: %s", args.source, exc)
+        return 2
     if not args.allow_root:
         log.warning("no --allow-root given: any CA client may make this IOC write files "
                     "anywhere its user can write")
@@ -162,7 +190,7 @@ def serve_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, terminate)
     # A file-size limit (RLIMIT_FSIZE) must give a write error, not kill the IOC.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    from .plugin.circuits import run  # caproto's, with writes in flight bounded
+    from .plugin.ca_server import run  # EPICS_CAS_SERVER_PORT; writes in flight bounded
 
     interfaces = os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "0.0.0.0").split()
     try:

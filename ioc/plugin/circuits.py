@@ -1,4 +1,5 @@
-"""The Channel Access server, with a bound on the writes each client has in flight.
+"""The Channel Access server's circuits, with a bound on the writes each client has in flight
+(``ca_server.Context`` uses them).
 
 caproto's server starts a task for every write it reads from a client and goes on
 reading: a client sending puts faster than they are handled (a script in a loop, a
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 
-from caproto.asyncio.server import Context, VirtualCircuit
+from caproto.asyncio.server import VirtualCircuit
 from caproto.server.common import DisconnectedCircuit
 
-__all__ = ["BoundedWritesCircuit", "run"]
+__all__ = ["BoundedWritesCircuit"]
 
 
 class BoundedWritesCircuit(VirtualCircuit):
@@ -40,20 +41,3 @@ class BoundedWritesCircuit(VirtualCircuit):
                 slots.release()
 
         self.tasks.create(write())
-
-
-class BoundedWritesContext(Context):
-    CircuitClass = BoundedWritesCircuit
-
-
-async def _serve(pvdb, interfaces, log_pv_names, startup_hook) -> None:
-    context = BoundedWritesContext(pvdb, interfaces)  # made in the loop it runs in
-    await context.run(log_pv_names=log_pv_names, startup_hook=startup_hook)
-
-
-def run(pvdb, *, interfaces=None, log_pv_names=False, startup_hook=None) -> None:
-    """``caproto.server.run`` with ``BoundedWritesCircuit``."""
-    try:
-        asyncio.run(_serve(pvdb, interfaces, log_pv_names, startup_hook))
-    except KeyboardInterrupt:
-        pass

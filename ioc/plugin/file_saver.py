@@ -29,6 +29,7 @@ from ..writer.nexus import (
     NexusWriter,
     WriterError,
     WriterOptions,
+    effective_chunks,
 )
 from ..writer.recovery import describe_error, recover
 from ..writer.single_file import SingleFileWriter
@@ -124,6 +125,10 @@ class FileSaver:
         self.num_captured = 0
         self.array_counter = 0
         self.invalid_frames = 0
+        # Captures are numbered; on_capture_end(n) is called when capture n ends (its file
+        # written or closed), for the Capture busy record's put-callback.
+        self.capture_serial = 0
+        self.on_capture_end: Callable[[int], None] | None = None
         self._thread: threading.Thread | None = None
         self._stop = False
 
@@ -200,16 +205,23 @@ class FileSaver:
     def options(self, multi_frame: bool) -> WriterOptions:
         p = self.p
         chunks = (p("NumColChunks"), p("NumRowChunks"), *(p(f"ChunkSize{i}") for i in range(2, 10)))
+        num_capture = max(int(p("NumCapture")), 0)
+        # NDFileHDF5::configureDims: the frame axis chunk is NumFramesChunks (at least 1,
+        # at most NumCapture), and NumFramesFlush is raised to it.
+        frames_chunk = max(int(p("NumFramesChunks")), 1)
+        if num_capture > 0:
+            frames_chunk = min(frames_chunk, num_capture)
         return WriterOptions(
-            multi_frame=multi_frame, num_capture=max(int(p("NumCapture")), 0),
+            multi_frame=multi_frame, num_capture=num_capture,
             store_attributes=bool(p("StoreAttr")), store_performance=bool(p("StorePerform")),
             compression=Compression(p("Compression")), zlevel=p("ZLevel"),
             szip_pixels=p("SZipNumPixels"), blosc_compressor=p("BloscCompressor"),
             blosc_shuffle=p("BloscShuffle"), blosc_level=p("BloscLevel"),
             chunk_size_auto=bool(p("ChunkSizeAuto")), chunks=tuple(int(c) for c in chunks),
-            frames_chunks=max(int(p("NumFramesChunks")), 1), fill_value=float(p("FillValue")),
+            frames_chunks=frames_chunk, fill_value=float(p("FillValue")),
             ndattribute_chunk=max(int(p("NDAttributeChunk")), 0),
-            swmr=bool(p("SWMRMode")) and multi_frame, flush_every=int(p("NumFramesFlush")),
+            swmr=bool(p("SWMRMode")) and multi_frame,
+            flush_every=max(int(p("NumFramesFlush")), frames_chunk),
             extra_dims=extra_dims_of(self.params, multi_frame),
         )
 
@@ -231,9 +243,11 @@ class FileSaver:
             if self.capturing and self._buffer_frame(frame):
                 saved = True
                 if self.num_captured >= self.p("NumCapture"):
-                    self._set_capture(False)
+                    # ADCore writes the buffer, then clears Capture: its put completes
+                    # once the file is written
                     if self.p("AutoSave"):
                         self._write_buffer()
+                    self._set_capture(False)
         elif mode == STREAM and self.capturing:
             if self.writer is None and self.lazy_pending:
                 self.lazy_pending = False
@@ -257,6 +271,7 @@ class FileSaver:
             EpicsTSSec_RBV=frame.epics_ts_sec, EpicsTSNsec_RBV=frame.epics_ts_nsec,
             DataType_RBV=int(frame.data_type),
             ColorMode_RBV=int(color.value) if color is not None and color.defined else 0,
+            Codec_RBV=frame.codec_name, CompressedSize_RBV=frame.compressed_size,
         )
         if dims != self._described_dims:
             self._described_dims = dims
@@ -351,7 +366,24 @@ class FileSaver:
             raise SaverError(f"Error opening file: {_cause(exc)} ({final.name})") from None
         self.paths = (written, final)
         self._last_flush = time.monotonic()
+        self._post_opened(writer, frame)
         return writer
+
+    def _post_opened(self, writer: NexusWriter, frame: NDArray) -> None:
+        """What ADCore reports when a multi-frame file opens: SWMR state (in every mode),
+        a new flush count, and the chunking the file uses (configureDims writes the
+        effective values back; here the _RBV PVs show them, the setpoints keep what was
+        asked for the next file)."""
+        options = writer.options
+        self.post(SWMRActive_RBV=int(options.swmr), SWMRCbCounter_RBV=writer.flush_count,
+                  NumFramesChunks_RBV=options.frames_chunks,
+                  NumFramesFlush_RBV=options.flush_every)
+        self._post_chunking(frame, options)
+
+    def _post_chunking(self, frame: NDArray, options: WriterOptions) -> None:
+        names = ("NumColChunks", "NumRowChunks", *(f"ChunkSize{i}" for i in range(2, 10)))
+        chunks = effective_chunks(frame.dims, options)
+        self.post(**{f"{name}_RBV": size for name, size in zip(names, chunks, strict=False)})
 
     def _finish(self, writer: NexusWriter) -> None:
         """Close, rename TempSuffix files, report RunTime and IOSpeed.  A failed close
@@ -359,12 +391,14 @@ class FileSaver:
         runtime = writer.runtime
         frames = writer.frames_written
         frame_bytes = writer.frame_bytes
+        self._ok()  # NDPluginFile::closeFileBase: OK unless the close fails
         try:
             writer.close()
         except Exception as exc:  # noqa: BLE001 - h5py raises RuntimeError too
             raise SaverError(self._salvage(writer, "Error closing file", exc)) from None
         written, final = self.paths
         self.paths = None
+        self.post(SWMRActive_RBV=0)
         try:
             if written != final:
                 os.replace(written, final)
@@ -385,6 +419,7 @@ class FileSaver:
             return self._salvage(writer, what, exc)
         written, final = self.paths
         self.paths = None
+        self.post(SWMRActive_RBV=0)
         if written != final:
             try:
                 os.replace(written, final)
@@ -396,6 +431,7 @@ class FileSaver:
         """After a failed close: let go of the file without touching it again, keep the
         frames that can be read back, or remove the file (this writer created it)."""
         writer.release()
+        self.post(SWMRActive_RBV=0)
         written, final = self.paths
         self.paths = None
         cause = _cause(exc)
@@ -452,6 +488,7 @@ class FileSaver:
                 layout = self._layout()
             except SaverError as exc:
                 raise SaverError(f"Error opening file: {exc} ({final.name})") from None
+            self._post_chunking(frame, options)
             t0 = time.perf_counter()
             try:
                 # the writer removes a file it created and could not complete
@@ -487,11 +524,11 @@ class FileSaver:
             self._invalid_frame()
             return False
         if self.buffer_bytes + frame.nbytes > self.memory_limit:
-            self._set_capture(False)
             self._error(f"Capture stopped: the buffer reached the memory limit "
                         f"({len(self.buffer)} frames, {memory.megabytes(self.buffer_bytes):.0f}"
                         f" MB; limit {memory.megabytes(self.memory_limit):.0f} MB, serve "
                         "--max-memory); WriteFile writes them, FreeCapture frees them")
+            self._set_capture(False)  # the Capture=1 put completes, the message set
             return False
         kept = memory.kept_frame(frame)  # held for long: off the receiver's slot
         self.buffer.append(kept)
@@ -534,7 +571,7 @@ class FileSaver:
                         placement = exc
                         break
                     remaining -= 1
-                    self.post(NumCaptured_RBV=remaining)
+                    self.post(NumCaptured_RBV=remaining, SWMRCbCounter_RBV=writer.flush_count)
                     if time.monotonic() - self._last_flush >= self.FLUSH_INTERVAL:
                         self._last_flush = time.monotonic()
                         writer.flush()
@@ -564,10 +601,10 @@ class FileSaver:
         except SaverError as exc:
             self._error(str(exc))
             return str(exc)
-        self.post(SWMRActive_RBV=int(self.writer.options.swmr), SWMRCbCounter_RBV=0)
         return None
 
     def _stream_frame(self, frame: NDArray) -> bool:
+        self._ok()  # NDPluginFile::writeFileBase: each write starts from OK
         try:
             self.writer.write(frame)
         except FrameMismatch:
@@ -585,7 +622,7 @@ class FileSaver:
             if self.writer is None:
                 return False
         self.num_captured += 1
-        self.post(NumCaptured_RBV=self.num_captured)
+        self.post(NumCaptured_RBV=self.num_captured, SWMRCbCounter_RBV=self.writer.flush_count)
         limit = int(self.p("NumCapture"))
         if limit > 0 and self.num_captured >= limit:
             self._close_stream()
@@ -604,7 +641,6 @@ class FileSaver:
             self._finish(writer)
         except SaverError as exc:
             self._error(str(exc))
-        self.post(SWMRActive_RBV=0)
 
     def _abandon_stream(self, what: str, exc: BaseException) -> None:
         """A write failed: close the stream file keeping what it holds, stop capturing."""
@@ -628,25 +664,34 @@ class FileSaver:
         self._set_capture(False)
 
     def _set_capture(self, on: bool) -> None:
-        self.capturing = on
+        was_on, self.capturing = self.capturing, on
+        if on and not was_on:
+            self.capture_serial += 1
         value = int(on)
         updates = {"Capture": value, "Capture_RBV": value}
         if self.p("FileWriteMode") == STREAM:
             # WriteFile_RBV stays "Writing" for the whole stream, as in ADCore.
             updates.update(WriteFile=value, WriteFile_RBV=value)
         self.post(**updates)
+        if was_on and not on and self.on_capture_end is not None:
+            self.on_capture_end(self.capture_serial)
 
     # -- commands from the PV layer ------------------------------------------------
-    def cmd_capture(self, on: bool) -> None:
+    def cmd_capture(self, on: bool) -> int:
+        """Start or stop capturing; returns the number of the capture started or joined
+        (its end completes the Capture=1 put)."""
         mode = self.p("FileWriteMode")
         if not on:
             if mode == STREAM:
                 self.lazy_pending = False
                 self._close_stream()
             self._set_capture(False)
-            return
+            return self.capture_serial
+        self._ok()  # NDPluginFile::writeInt32 clears the status when Capture is set
         if mode == SINGLE:
             raise SaverError("ERROR: capture not supported in Single mode")
+        if mode == STREAM and (self.writer is not None or self.lazy_pending):
+            return self.capture_serial  # already streaming: the put joins this stream
         self.post(FullFileName_RBV="", NumCaptured_RBV=0)
         self.num_captured = 0
         if mode == CAPTURE:
@@ -661,21 +706,19 @@ class FileSaver:
                     "(serve --max-memory)")
             self._free_buffer()
             self._set_capture(True)
-            return
-        if self.writer is not None:
-            return  # already streaming
+            return self.capture_serial
         if self.p("LazyOpen"):
             self.lazy_pending = True
-            self._ok()
             self.post(WriteMessage="Lazy Open...")
             self._set_capture(True)
-            return
+            return self.capture_serial
         if self.last_frame is None:
             raise SaverError("ERROR: must collect an array to get dimensions first")
         error = self._open_stream(self.last_frame)
         if error is not None:
             raise SaverError(error)
         self._set_capture(True)
+        return self.capture_serial
 
     def cmd_write_file(self) -> None:
         mode = self.p("FileWriteMode")
@@ -706,7 +749,7 @@ class FileSaver:
         if self.writer is None:
             raise SaverError("ERROR: no file is open")
         self.writer.flush()
-        self.post(SWMRCbCounter_RBV=int(self.params.get("SWMRCbCounter_RBV", 0)) + 1)
+        self.post(SWMRCbCounter_RBV=self.writer.flush_count)
 
     def cmd_attributes_changed(self, values: dict, names: set[str]) -> None:
         """The attributes file changed: the last frame (a Stream with LazyOpen=No opens

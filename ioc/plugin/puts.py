@@ -34,7 +34,11 @@ class PutRules(ExtraDimRules):
 
     async def put_Capture(self, value):
         on = bool(self._index("Capture", value))
-        await self._run_saver("capture", on=on)
+        serial = await self._run_saver("capture", on=on)
+        if on and serial is not None:
+            # a busy record: the client's put completes when this capture ends (a saver
+            # that does not number its captures, the workers' coordinator, completes now)
+            self.complete_when_capture_ends(serial)
         raise SkipWrite  # the saver published Capture / Capture_RBV itself
 
     async def put_WriteFile(self, value):
@@ -273,4 +277,8 @@ class PutRules(ExtraDimRules):
             await self._refuse("SZipNumPixels must be 0-32")
 
     async def put_NumFramesFlush(self, value):
-        await self._non_negative("NumFramesFlush", value)
+        # NDFileHDF5::writeInt32: "You cannot set the flush parameter to less than
+        # nFramesChunks" (so also no negative value); raised to it again at each open.
+        chunks = int(self.params["NumFramesChunks"])
+        if int(value) < max(chunks, 0):
+            await self._refuse(f"NumFramesFlush must not be below NumFramesChunks ({chunks})")

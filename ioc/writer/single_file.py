@@ -25,6 +25,7 @@ import numpy as np
 from ..layout.model import Layout
 from ..ndarray import ATTRIBUTE_STRING_SIZE, NDArray, NDAttrType, file_attribute_list
 from . import _write_behind
+from .codecs import decoded
 from .nexus import Compression, NexusWriter, WriterOptions
 
 __all__ = ["SingleFileWriter"]
@@ -94,6 +95,8 @@ class SingleFileWriter:
         ``exclusive``: never overwrite a file of that name (temporary names).  A file this
         call created and could not complete is removed before the error is raised."""
         t0 = time.perf_counter()
+        if frame.codec is not None and options.compression == Compression.NONE:
+            frame = decoded(frame)  # pre-compressed, written uncompressed: by the template
         attrs = file_attribute_list(frame) if options.store_attributes else {}
         key = self.key(layout, options, frame, file_name, attrs)
         template = self.template

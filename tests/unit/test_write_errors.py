@@ -406,3 +406,15 @@ def test_empty_stream_holds_no_frame(saver, tmp_path):
     with h5py.File(tmp_path / "test_001.h5") as f:
         assert f["/entry/data/data"].shape == (0, 4, 5)
         assert f["/entry/instrument/NDAttributes/NDArrayUniqueId"].shape == (0,)
+
+
+def test_starting_empty_keeps_one_chunk_per_frame(tmp_path):
+    """Frames still go to the file as whole chunks (H5Dwrite_chunk) with an initial extent
+    of 0: the chunk is one frame, not the dataset's initial shape."""
+    writer = NexusWriter(tmp_path / "d.h5", default_layout(), make_frame(1),
+                         WriterOptions(multi_frame=True, num_capture=0))
+    assert "/entry/instrument/detector/data" in writer._direct
+    writer.write(make_frame(1))
+    writer.close()
+    with h5py.File(tmp_path / "d.h5") as f:
+        assert f["/entry/data/data"].shape == (1, 4, 5)
