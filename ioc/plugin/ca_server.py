@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 from caproto.asyncio.server import Context as _Context
 
+from .circuits import BoundedWritesCircuit
+
 
 class ServerPortError(ValueError):
     """EPICS_CAS_SERVER_PORT / EPICS_CA_SERVER_PORT is not a port number."""
@@ -37,7 +39,10 @@ def server_port(environ: Mapping[str, str] = os.environ) -> int | None:
 
 
 class Context(_Context):
-    """caproto's asyncio server context, on the port EPICS base would use."""
+    """caproto's asyncio server context, on the port EPICS base would use, with the writes
+    each client has in flight bounded (``circuits``)."""
+
+    CircuitClass = BoundedWritesCircuit
 
     def __init__(self, pvdb, interfaces=None):
         super().__init__(pvdb, interfaces)

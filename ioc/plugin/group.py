@@ -10,6 +10,7 @@ block runs in the saver's worker thread or in an executor.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -23,12 +24,9 @@ from caproto.server.server import PvpropertyChar, pvspec_type_map
 from .puts import PutRules
 from .pvtable import BY_SUFFIX, NO_STATE_NAMES, PV, Kind, to_param, to_pv
 from .records import BusyEnum, NamelessEnum, complete_put_when
+from .refusals import PutRefused, RefusalLog, WriteNeutralAlarm, install
 
 log = logging.getLogger(__name__)
-
-
-class PutRefused(Exception):
-    """A write ADCore would refuse: the client gets an error, the old value stays."""
 
 
 class CharData(PvpropertyChar):
@@ -69,10 +67,11 @@ def make_pvproperty(pv: PV) -> pvproperty:
     elif pv.kind is Kind.DOUBLE:
         kw.update(dtype=ChannelType.DOUBLE, value=float(pv.value), precision=pv.precision)
     elif pv.kind is Kind.CHAR:
-        kw.update(dtype=str, value=str(pv.value), max_length=pv.nelm)
+        # UTF-8 as clients send it ("café" must name café_001.h5 on disk, not cafÃ©)
+        kw.update(dtype=str, value=str(pv.value), max_length=pv.nelm, string_encoding="utf-8")
         record = "waveform"
     elif pv.kind is Kind.STRING:
-        kw.update(dtype=ChannelType.STRING, value=str(pv.value))
+        kw.update(dtype=ChannelType.STRING, value=str(pv.value), string_encoding="utf-8")
     elif pv.kind is Kind.LONG_ARRAY:
         kw.update(dtype=ChannelType.LONG, value=list(pv.value), max_length=pv.nelm)
     if pv.units:
@@ -106,8 +105,10 @@ class PluginBase(PutRules, PVGroup):
         self.check_layout: Callable[[str], tuple[Any, str]] | None = None
         self.available_compressions: set[int] = {0, 3}
         from .naming import PathPolicy
+        from .user_paths import UserPaths
 
         self.policy = PathPolicy()
+        self.user_paths = UserPaths()  # calls on operator-given paths, with a timeout
         self._pending: dict[str, Any] = {}
         self._sequence: list[tuple[str, Any]] = []
         self._post_lock = threading.Lock()
@@ -121,6 +122,14 @@ class PluginBase(PutRules, PVGroup):
         # saver numbers captures, and reports each one's end (on_capture_end).
         self._capture_waiters: list[tuple[int, asyncio.Future]] = []
         self._captures_ended = 0
+        # every client write: refusals said in WriteMessage and in one log line
+        self.refusals = RefusalLog()
+        install(self.attr_pvdb.values(), self._say_refused, self.refusals)
+
+    def _create_pvdb(self):
+        # a refused put raises no alarm (caproto's would be published to every PV)
+        self.alarms = collections.defaultdict(WriteNeutralAlarm)
+        return super()._create_pvdb()
 
     def pv(self, suffix: str):
         return self.attr_pvdb[suffix]
@@ -232,8 +241,20 @@ class PluginBase(PutRules, PVGroup):
             await self.pv(readback.suffix).write(to_pv(readback, self.params[suffix]))
         return value
 
+    async def _say_refused(self, reason: str) -> None:
+        """WriteMessage says why a put was refused.  The same reason again within a second
+        is not published again: a client repeating one bad put (a flood) would otherwise
+        cost a PV update, half of a refusal's time, each time."""
+        now = time.monotonic()
+        last, when = getattr(self, "_last_refusal", ("", float("-inf")))
+        if reason == last and now - when < 1.0 and \
+                self.pv("WriteMessage").value == to_pv(self.table["WriteMessage"], reason):
+            return
+        self._last_refusal = (reason, now)
+        await self._publish("WriteMessage", reason[:255])
+
     async def _refuse(self, message: str):
-        await self._publish("WriteMessage", message[:255])
+        await self._say_refused(message)
         raise PutRefused(message)
 
     async def _run_saver(self, name: str, **args) -> Any:
@@ -292,8 +313,7 @@ class PluginBase(PutRules, PVGroup):
                 used = self.saver.queue.frames + len(self.saver.buffer)
                 await self._publish("PoolAllocBuffers", used)
                 await self._publish("PoolUsedBuffers", float(used))
-                size = self.saver.last_frame.nbytes if self.saver.last_frame is not None else 0
-                await self._publish("PoolUsedMem", used * size / 1e6)
+                await self._publish("PoolUsedMem", self.saver.memory_used() / 1e6)
                 await self._publish("QueueUse", float(self.saver.queue.frames))
 
 

@@ -157,7 +157,8 @@ def _ndarray_base() -> list[PV]:
             doc="the plugin's own NDAttributes file (path or inline XML)")
     t += rw("NDAttributesMacros", Kind.CHAR, "waveform", "", nelm=256)
     t += ro("NDAttributesStatus", Kind.ENUM, "mbbi", 0, enum_strings=ATTRIBUTES_STATUS)
-    t += ro("PoolMaxMem", Kind.DOUBLE, "ai", 0.0, inert=True, units="MB")
+    t += ro("PoolMaxMem", Kind.DOUBLE, "ai", 0.0, units="MB",
+            doc="memory limit for the frames held (queue and Capture buffer): serve --max-memory")
     t += ro("PoolUsedMem", Kind.DOUBLE, "ai", 0.0, units="MB",
             doc="memory held by queued and buffered frames")
     t += ro("PoolAllocBuffers", Kind.LONG, "longin", 0)
@@ -356,6 +357,15 @@ def with_defaults(**values) -> tuple[PV, ...]:
 
 # -- values: PV form (enum labels) <-> parameter form (indices) --------------------
 
+def fit_utf8(text: str, nbytes: int) -> str:
+    """``text`` cut to at most ``nbytes`` of UTF-8 (a CHAR waveform's room), on a
+    character boundary."""
+    data = text.encode("utf-8", "surrogateescape")
+    if len(data) <= nbytes:
+        return text
+    return data[:nbytes].decode("utf-8", "ignore")
+
+
 def to_param(pv: PV, value: object) -> object:
     """A PV value as the saver wants it: enum labels -> index."""
     if pv.kind is Kind.ENUM:
@@ -374,6 +384,8 @@ def to_param(pv: PV, value: object) -> object:
 def to_pv(pv: PV, value: object) -> object:
     if pv.kind is Kind.ENUM and not isinstance(value, str):
         return pv.enum_strings[int(value)]
+    if pv.kind is Kind.CHAR and isinstance(value, str):
+        return fit_utf8(value, pv.nelm - 1)
     if pv.kind is Kind.LONG_ARRAY:
         return list(value)
     return value
