@@ -40,9 +40,19 @@ def add_sim_parser(sub) -> None:
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("X", "Y"))
     p.add_argument("--array-type", choices=("CHAR", "SHORT", "LONG", "FLOAT", "DOUBLE"), default="SHORT",
                    help="CA type of image1:ArrayData (SHORT carries UInt16, as areaDetector)")
+    p.add_argument("--ca-server", choices=("caproto", "rsrv"), default="caproto",
+                   help="Channel Access server: caproto's (queues 200 updates per client), "
+                   "or EPICS base's RSRV through pythonSoftIOC (what a real IOC does to a "
+                   "lagging client)")
     p.add_argument("--list-pvs", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
-    p.set_defaults(func=lambda args: _lazy('tools.sim', 'sim_main')(args))
+    p.set_defaults(func=_sim_main)
+
+
+def _sim_main(args):
+    if args.ca_server == "rsrv":
+        return _lazy("tools.rsrv_sim", "rsrv_main")(args)
+    return _lazy("tools.sim", "sim_main")(args)
 
 
 def add_demo_parser(sub) -> None:
