@@ -28,6 +28,11 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--keep-page-cache", action="store_true",
                    help="leave written files in the page cache (default: write them back at "
                    "once and drop them from memory soon after: faster, steadier)")
+    p.add_argument("--port", action="append", default=[], metavar="NAME=SOURCE",
+                   type=lambda spec: _lazy("sources.ports", "parse_port")(spec),
+                   help="an NDArrayPort name and the source it selects (e.g. "
+                   "PROC1=13SIM1:image2:); repeatable.  The driver's PortName_RBV (--cam) "
+                   "names the --source")
     p.add_argument("--list-pvs", action="store_true", help="print the PVs served, then serve")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=lambda args: _lazy('server', 'serve_main')(args))

@@ -22,21 +22,27 @@ PORT_NAME = "FileHDF1"
 
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
-              queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process"):
+              queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process",
+              ports: dict[str, str] | None = None):
     """Create the PV group, the saver and the CA source (not started).
 
     ``receiver="process"`` receives images in a child process (frames in shared
-    memory); ``"thread"`` receives them in this process (one GIL for everything)."""
+    memory); ``"thread"`` receives them in this process (one GIL for everything).
+    ``ports`` are the NDArrayPort names besides the driver's (``serve --port``)."""
     import h5py
 
     from .sources.ca import AttributeSampler, CAImageSource
+    from .sources.driver_attributes import DriverAttributes
+    from .sources.ports import PortMap
 
+    port_map = PortMap(source, ports)
     table = with_defaults(
         PluginType_RBV=f"NDFileHDF5 ver{h5py.version.hdf5_version}",
         PortName_RBV=PORT_NAME, ADCoreVersion_RBV="3.14.0", DriverVersion_RBV=__version__,
         QueueSize=queue_size, QueueSize_RBV=queue_size, QueueFree=queue_size,
         XMLFileName=layout, XMLFileName_RBV=layout,
         NDAttributesFile=attributes, SourcePrefix=source, SourcePrefix_RBV=source,
+        NDArrayPort=port_map.name_of(source), NDArrayPort_RBV=port_map.name_of(source),
     )
     group = make_group_class(table)(prefix=prefix, table=table)
     group.available_compressions = {int(c) for c in available_compressions()}
@@ -50,6 +56,9 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
     context = Context()
     sampler = AttributeSampler(context, cam)
+    driver_attributes = DriverAttributes(
+        context, cam, lambda message: group.post(DriverAttributesMessage_RBV=message[:255]),
+        policy.roots) if cam else None
 
     def on_status(status: dict) -> None:
         if "connected" in status:
@@ -60,6 +69,8 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
             group.post(SourceDuplicates_RBV=status["duplicates"])
         if "message" in status:
             group.post(WriteMessage=str(status["message"])[:255])
+        if "arrived" in status:  # came, but not used (see CAImageSource._not_used)
+            saver.arrived(int(status["arrived"]))
 
     def on_error(message: str) -> None:
         count = int(group.params["InvalidFrames_RBV"]) + 1
@@ -69,12 +80,16 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         from .sources.receiver import ProcessImageSource
 
         image = ProcessImageSource(source, group.on_frame, on_status=on_status,
-                                   on_error=on_error, attributes=sampler, queue_size=queue_size)
+                                   on_error=on_error, attributes=sampler, queue_size=queue_size,
+                                   driver_attributes=driver_attributes, driver_prefix=cam)
         group.on_queue_size = image.set_queue_size
     else:
         image = CAImageSource(source, group.on_frame, accepting=group.accepting,
                               on_status=on_status, on_error=on_error, attributes=sampler,
-                              context=context)
+                              context=context, driver_attributes=driver_attributes,
+                              driver_prefix=cam)
+    # a stop takes in the frames the source finished before it (plugin/stop_drain.py)
+    saver.latest_unique_id = lambda timeout: image.latest_unique_id(timeout)
 
     def load(spec: str, macros: str) -> tuple[int, str]:
         try:
@@ -87,7 +102,25 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
     def set_source(prefix_: str) -> None:
         image.set_prefix(prefix_)
+        port = port_map.name_of(prefix_)
+        group.post(NDArrayPort=port, NDArrayPort_RBV=port)
         _prime_when_connected(image, prime, timeout=5.0)
+
+    def select_port(name: str) -> str | None:
+        """NDArrayPort written: switch to that port's source, or say why not."""
+        new = port_map.source_of(name)
+        if new is None:
+            # the value it holds is accepted again (ophyd's unstage restores it)
+            return None if name == group.params["NDArrayPort"] else port_map.refusal(name)
+        if new != group.params["SourcePrefix"]:
+            group.post(SourcePrefix=new, SourcePrefix_RBV=new)
+            set_source(new)
+        return None
+
+    def on_driver_port(name: str) -> None:
+        port_map.driver_port = name
+        if group.params["SourcePrefix"] == port_map.default_source:
+            group.post(NDArrayPort=name, NDArrayPort_RBV=name)
 
     def prime() -> None:
         frame = image.read_current()
@@ -98,6 +131,8 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
     group.on_attributes = load
     group.on_source_prefix = set_source
+    group.on_array_port = select_port
+    group.on_driver_port = on_driver_port  # started with the server (serve_main)
     return group, saver, image, context, cam, prime
 
 
@@ -111,7 +146,7 @@ def serve_main(args: argparse.Namespace) -> int:
     _write_behind.set_enabled(not args.keep_page_cache)
     group, saver, image, context, cam, prime = build_ioc(
         args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-        tuple(args.allow_root), args.receiver)
+        tuple(args.allow_root), args.receiver, dict(args.port))
     if not args.allow_root:
         log.warning("no --allow-root given: any CA client may make this IOC write files "
                     "anywhere its user can write")
@@ -130,7 +165,10 @@ def serve_main(args: argparse.Namespace) -> int:
                                      group.params["NDAttributesMacros"])
         await loop.run_in_executor(None, image.start)
         if cam:
-            loop.create_task(_default_port(group, context, cam))
+            from .sources.ports import watch_driver_port
+
+            group.driver_port_watch = watch_driver_port(context, cam, group.on_driver_port)
+            image.driver_attributes.start()
         loop.run_in_executor(None, _prime_when_connected, image, prime)
 
     def terminate(*_):
@@ -149,6 +187,8 @@ def serve_main(args: argparse.Namespace) -> int:
         pass
     finally:
         image.stop()
+        if image.driver_attributes is not None:
+            image.driver_attributes.stop()
         saver.stop()
     return 0
 
@@ -164,23 +204,3 @@ def _prime_when_connected(image, prime, timeout: float = 10.0) -> None:
     else:
         log.warning("source %s not connected after %.0f s; readbacks not primed", image.prefix,
                     timeout)
-
-
-async def _default_port(group, context, cam: str) -> None:
-    """NDArrayPort defaults to the driver's PortName_RBV (read from --cam)."""
-    loop = asyncio.get_running_loop()
-
-    def read() -> str | None:
-        try:
-            (pv,) = context.get_pvs(cam + "PortName_RBV", timeout=5.0)
-            value = pv.read(timeout=5.0).data[0]
-            return value.decode() if isinstance(value, bytes) else str(value)
-        except Exception as exc:  # noqa: BLE001 - the driver may not be up yet
-            log.info("cannot read %sPortName_RBV: %s", cam, exc)
-            return None
-
-    port = await loop.run_in_executor(None, read)
-    if port and not group.params["NDArrayPort"]:
-        group.post(NDArrayPort=port, NDArrayPort_RBV=port)
-
-

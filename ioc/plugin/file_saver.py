@@ -30,6 +30,7 @@ from ..writer.nexus import (
 from ..writer.single_file import SingleFileWriter
 from .frame_queue import Command, FrameQueue
 from .naming import PathPolicy, TemplateError, c_format, temporary_name
+from .stop_drain import STOP_TIMEOUT, Arrivals, take_in_finished
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,11 @@ class FileSaver:
         self.invalid_frames = 0
         self._thread: threading.Thread | None = None
         self._stop = False
+        # a stop first takes in the frames finished before it (stop_drain.py): the source's
+        # latest_unique_id(timeout), set by the server, and what has arrived so far
+        self.latest_unique_id: Callable[[float], int | None] | None = None
+        self.arrivals = Arrivals()
+        self.stop_timeout = STOP_TIMEOUT
 
     # -- thread plumbing -----------------------------------------------------------
     def start(self) -> None:
@@ -102,6 +108,22 @@ class FileSaver:
 
     def enqueue(self, frame: NDArray) -> bool:
         return self.queue.put_frame(frame)
+
+    def arrived(self, uid: int) -> None:
+        """Any thread: the source delivered frame ``uid`` (after it was queued, or not)."""
+        self.arrivals.note(uid)
+
+    def _take_in_finished(self, what: str) -> tuple[str, bool] | None:
+        return take_in_finished(self.queue, self.process, self.arrivals,
+                                self.latest_unique_id, what, self.stop_timeout)
+
+    def _report_stop(self, note: tuple[str, bool] | None) -> None:
+        if note is not None:
+            message, is_error = note
+            if is_error:
+                self._error(message)
+            else:
+                self.post(WriteMessage=message[:255])
 
     def _run(self) -> None:
         while not self._stop:
@@ -419,10 +441,14 @@ class FileSaver:
     def cmd_capture(self, on: bool) -> None:
         mode = self.p("FileWriteMode")
         if not on:
+            note = None
+            if self.capturing and mode in (STREAM, CAPTURE):
+                note = self._take_in_finished("Capture=0")
             if mode == STREAM:
                 self.lazy_pending = False
                 self._close_stream()
             self._set_capture(False)
+            self._report_stop(note)
             return
         if mode == SINGLE:
             raise SaverError("ERROR: capture not supported in Single mode")
@@ -451,6 +477,10 @@ class FileSaver:
 
     def cmd_write_file(self) -> None:
         mode = self.p("FileWriteMode")
+        note = None
+        if mode == SINGLE or (mode == CAPTURE and self.capturing):
+            # "the last array" / the buffer: with the frames finished before this press
+            note = self._take_in_finished("WriteFile")
         if mode == SINGLE:
             if self.last_frame is None:
                 raise SaverError("ERROR, no array to write")
@@ -460,12 +490,14 @@ class FileSaver:
                     raise SaverError("Error writing file")
             finally:
                 self.post(WriteFile=0, WriteFile_RBV=0)
+            self._report_stop(note)
             return
         if mode == CAPTURE:
             if not self.buffer:
                 self._error("ERROR, no capture buffer present")
                 raise SaverError("ERROR, no capture buffer present")
             self._write_buffer()
+            self._report_stop(note)
             return
         raise SaverError("ERROR: WriteFile is not used in Stream mode (use Capture)")
 

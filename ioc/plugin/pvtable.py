@@ -303,6 +303,9 @@ def _extension() -> list[PV]:
             doc="frames refused: too few elements, or shape/type differing from the open file")
     t += ro("NDAttributesMessage_RBV", Kind.CHAR, "waveform", "", nelm=256,
             doc="why NDAttributesStatus is not OK, or which attributes cannot be evaluated")
+    t += ro("DriverAttributesMessage_RBV", Kind.CHAR, "waveform", "", nelm=256,
+            doc="the driver's NDAttributesFile (under --cam), evaluated here for CA sources: "
+            "how many attributes, or why none")
     return t
 
 

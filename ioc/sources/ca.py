@@ -19,6 +19,7 @@ from caproto import ChannelType
 
 from ..layout.ndattributes import AttributeDef, AttrKind
 from ..ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, NDDataType
+from .frame_params import FRAME_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,14 @@ _NATIVE_TYPES = {
 # The image plugin's PVs besides ArrayData.
 _META = ("NDimensions_RBV", "ArraySize0_RBV", "ArraySize1_RBV", "ArraySize2_RBV",
          "DataType_RBV", "ColorMode_RBV", "UniqueId_RBV", "TimeStamp_RBV",
-         "EpicsTSSec_RBV", "EpicsTSNsec_RBV")
+         "EpicsTSSec_RBV", "EpicsTSNsec_RBV", "ArrayCounter_RBV")
+
+
+def _posted(value, meta: dict, suffix: str):
+    """A frame's scalar: posted with it, else the last value posted (unchanged since)."""
+    if value is None:
+        value = meta.get(suffix)
+    return value or 0
 
 
 def _scalar(response):
@@ -78,10 +86,15 @@ class _Watched:
     value: object = None
     native: ChannelType | None = None
     sub: object = None
+    from_frame: Callable[[NDArray], int | float] | None = None  # a PARAM the frame carries
 
 
 class AttributeSampler:
-    """Keeps the latest value of every attribute PV; ``sample()`` snapshots them."""
+    """Keeps the latest value of every attribute PV; ``sample(frame)`` snapshots them.
+
+    PARAMs that describe the frame (``FRAME_PARAMS``: UNIQUE_ID, ARRAY_COUNTER,
+    TIME_STAMP, ...) are taken from the frame itself, never from a driver PV that may
+    already show a later frame."""
 
     CONNECT_WAIT = 2.0
 
@@ -106,6 +119,8 @@ class AttributeSampler:
             elif d.kind is AttrKind.FUNCTION:
                 messages.append(f"{d.name}: FUNCTION attributes cannot be evaluated outside the "
                                 "driver; skipped")
+            elif d.kind is AttrKind.PARAM and d.source in FRAME_PARAMS:
+                watched.append(_Watched(d, "", d.forced_type, from_frame=FRAME_PARAMS[d.source]))
             elif d.kind is AttrKind.PARAM:
                 suffix = PARAM_PVS.get(d.source)
                 if suffix is None or not self.cam_prefix:
@@ -171,23 +186,36 @@ class AttributeSampler:
             self._constants = []
             self._callbacks = []
 
-    def sample(self) -> dict[str, NDAttribute]:
+    def sample(self, frame: NDArray | None = None) -> dict[str, NDAttribute]:
+        """The attributes for ``frame`` (in file order: as declared)."""
         with self._lock:
             watched, constants = list(self._watched), list(self._constants)
         out = {c.name: c for c in constants}
         for w in watched:
-            out[w.definition.name] = self._value(w)
+            if w.from_frame is not None:
+                out[w.definition.name] = self._frame_value(w, frame)
+            else:
+                out[w.definition.name] = self._value(w)
         return out
 
-    @staticmethod
-    def _value(w: _Watched) -> NDAttribute:
+    @classmethod
+    def _frame_value(cls, w: _Watched, frame: NDArray | None) -> NDAttribute:
+        if frame is None:
+            return w.definition.undefined()
+        return cls._convert(w.definition, w.from_frame(frame), w.forced or NDAttrType.Float64)
+
+    @classmethod
+    def _value(cls, w: _Watched) -> NDAttribute:
         d = w.definition
         if w.value is None or (w.native is None and w.forced is None):
             return d.undefined()
         dtype = w.forced or _NATIVE_TYPES.get(w.native, NDAttrType.Undefined)
         if w.native == ChannelType.CHAR and w.forced is None and isinstance(w.value, str):
             dtype = NDAttrType.String  # a long-string CHAR waveform
-        value = w.value
+        return cls._convert(d, w.value, dtype)
+
+    @staticmethod
+    def _convert(d: AttributeDef, value, dtype: NDAttrType) -> NDAttribute:
         try:
             if dtype is NDAttrType.String:
                 value = str(value)
@@ -199,39 +227,66 @@ class AttributeSampler:
         return d.value(value, dtype)
 
 
+def add_attributes(frame: NDArray, *samplers) -> NDArray:
+    """Attach attributes as ADCore merges them: the driver's first (they travel with the
+    frame), then the plugin's own NDAttributesFile; a later one of the same name replaces
+    the earlier.  A sampler is anything with ``sample(frame)``; None is skipped."""
+    for sampler in samplers:
+        if sampler is not None:
+            frame.attributes.update(sampler.sample(frame))
+    return frame
+
+
 # -- the image ------------------------------------------------------------------
 
 class _Pending:
-    __slots__ = ("data", "uid", "timestamp", "sec", "nsec", "received", "uid_received")
+    __slots__ = ("data", "uid", "timestamp", "sec", "nsec", "received", "updated",
+                 "counter", "doubt")
 
     def __init__(self, data):
         self.data = data
         self.uid = None
-        self.timestamp = 0.0
-        self.sec = 0
-        self.nsec = 0
+        self.counter = None  # the image plugin's ArrayCounter_RBV posted with it
+        self.doubt: str | None = None  # why its pixels may not be this frame's
+        # None: not posted with this frame (an IOC posts a value only when it changes,
+        # e.g. EpicsTSSec_RBV once a second): the last value posted is this frame's too
+        self.timestamp = None
+        self.sec = None
+        self.nsec = None
         self.received = time.monotonic()
-        self.uid_received = 0.0
+        self.updated = 0.0  # when its last scalar came
 
 
 class CAImageSource:
     """Rebuilds NDArrays from an NDStdArrays plugin (reference §4.3).
 
     ADCore posts a frame's dimensions first (when they change), then ArrayData,
-    then UniqueId, the type/colour scalars and the timestamps.  A frame is
-    complete when its EpicsTSNsec arrives (the last one posted), when the next
-    ArrayData arrives, or 50 ms after its UniqueId, whichever is first.  Data
-    whose UniqueId never arrives is not used (it is counted as skipped).
+    then ArrayCounter/UniqueId, the type/colour scalars and the timestamps.  A frame
+    is complete when the next ArrayData arrives, or 50 ms after its last scalar.
+
+    EPICS base's server (RSRV) queues scalar updates but sends an array by reference,
+    read when it is sent, and keeps at most one array update per subscription queued;
+    for a lagging client it also replaces queued updates.  So ArrayData can carry a
+    later frame's pixels than the scalars that follow it.  A frame is used only when
+    its pairing is certain as far as the wire shows: exactly one UniqueId and one
+    image-plugin ArrayCounter_RBV after its ArrayData, and that counter one more than
+    the previous one (the plugin counts every frame it posts, whatever the UniqueIds
+    do).  Otherwise it is not written and counts as skipped, as does data whose
+    UniqueId never arrives.  What the wire cannot show (the array read a moment after
+    the next frame replaced it, with nothing queued in between) remains possible for
+    a lagging client; pvAccess sends each frame whole.
     """
 
     FINISH_AFTER = 0.05
+    PIPELINE_GRACE = 0.5  # s: how long ``latest_unique_id`` lets the image plugin catch up
 
     def __init__(self, prefix: str, on_frame: Callable[[NDArray], None], *,
                  accepting: Callable[[], bool] = lambda: True,
                  on_status: Callable[[dict], None] = lambda status: None,
                  on_error: Callable[[str], None] = lambda message: None,
                  attributes: AttributeSampler | None = None, context=None,
-                 allocate: Callable[[int], np.ndarray | None] | None = None):
+                 allocate: Callable[[int], np.ndarray | None] | None = None,
+                 driver_attributes=None, driver_prefix: str = ""):
         from caproto.threading.client import Context
 
         self.context = context or Context()
@@ -241,6 +296,9 @@ class CAImageSource:
         self.on_status = on_status
         self.on_error = on_error
         self.attributes = attributes
+        # the driver's NDAttributesFile, evaluated here (see driver_attributes.py)
+        self.driver_attributes = driver_attributes
+        self.driver_prefix = driver_prefix
         # Where a frame's pixels go: ``allocate(nbytes)`` gives a writable uint8 buffer
         # (the receiver process hands out shared-memory slots), or None for new memory.
         self.allocate = allocate
@@ -249,6 +307,9 @@ class CAImageSource:
         self.last_uid: int | None = None
         self.skipped = 0
         self.duplicates = 0
+        self.doubtful = 0  # frames not used: their pixels could not be paired for sure
+        self._doubt_logged = float("-inf")
+        self._last_counter = None
         self._lock = threading.RLock()
         self._subs: list = []
         self._callbacks: list = []
@@ -362,6 +423,36 @@ class CAImageSource:
         pending.nsec = values.get("EpicsTSNsec_RBV") or 0
         return self._build(pending, meta, quiet=True)
 
+    def latest_unique_id(self, timeout: float = 1.0, driver_prefix: str | None = None
+                         ) -> int | None:
+        """The UniqueId of the newest frame the source has finished, read now (not from a
+        monitor): the image plugin's UniqueId_RBV, posted after its ArrayData.  The driver
+        may have finished a frame its image plugin has not posted yet (a plugin with its
+        own queue): while the driver's ArrayCounter_RBV is ahead, the plugin gets up to
+        PIPELINE_GRACE to catch up.  None when not connected."""
+        if not self.connected:
+            return None
+        uid_pv = self._pvs[1 + _META.index("UniqueId_RBV")]
+
+        def read(pv) -> int:
+            return int(_scalar(pv.read(data_type="native", timeout=timeout)) or 0)
+
+        uid = read(uid_pv)
+        driver = self.driver_prefix if driver_prefix is None else driver_prefix
+        if driver:
+            try:
+                (counter_pv,) = self.context.get_pvs(driver + "ArrayCounter_RBV",
+                                                     timeout=timeout)
+                counter = read(counter_pv)
+            except Exception as exc:  # noqa: BLE001 - the driver is optional here
+                log.info("cannot read %sArrayCounter_RBV: %s", driver, exc)
+                return uid
+            deadline = time.monotonic() + min(self.PIPELINE_GRACE, timeout)
+            while uid < counter and time.monotonic() < deadline:
+                time.sleep(0.01)
+                uid = read(uid_pv)
+        return uid
+
     # -- callbacks (caproto's callback thread) -----------------------------------------
     def _on_array(self, sub, response) -> None:
         self._mark_live(sub.pv.name)
@@ -381,15 +472,19 @@ class CAImageSource:
             with self._lock:
                 value = _scalar(response)
                 self.meta[suffix] = value
+                if suffix == "ArrayCounter_RBV":
+                    self._on_counter(value)
+                    return
                 pending = self.pending
                 if pending is None:
                     return
                 if suffix == "UniqueId_RBV":
                     if pending.uid is not None:
-                        self._finish()  # a second id: the first frame had no timestamps
-                        return
+                        # RSRV sent one ArrayData update for several frames (an array is
+                        # read when sent, the scalars were queued): whose pixels, unknown.
+                        # It follows the newest id, so that all of them count as skipped.
+                        pending.doubt = "several frames' ids followed one ArrayData update"
                     pending.uid = value
-                    pending.uid_received = time.monotonic()
                 elif pending.uid is None:
                     return
                 elif suffix == "TimeStamp_RBV":
@@ -398,15 +493,34 @@ class CAImageSource:
                     pending.sec = value
                 elif suffix == "EpicsTSNsec_RBV":
                     pending.nsec = value
-                    self._finish()
+                # Not finished at its last scalar: another frame's scalars may follow
+                # before the next ArrayData (then its pixels are not for sure this frame's)
+                pending.updated = time.monotonic()
         return callback
+
+    def _on_counter(self, value) -> None:
+        """The image plugin's ArrayCounter_RBV goes up by one for every frame it posts,
+        whatever the UniqueIds do: a jump means updates were lost on the way (RSRV
+        replaces queued updates for a lagging client), and then the scalars that follow
+        an ArrayData update need not be its frame's."""
+        previous, self._last_counter = self._last_counter, value
+        pending = self.pending
+        if pending is None:
+            return
+        if pending.counter is not None:
+            pending.doubt = "several frames' counters followed one ArrayData update"
+        pending.counter = value
+        pending.updated = time.monotonic()
+        if previous is not None and value != previous + 1 and pending.doubt is None:
+            pending.doubt = (f"the image plugin's ArrayCounter_RBV went {previous} -> {value}: "
+                             "updates were lost on the way")
 
     def _finish_late(self) -> None:
         while not self._stop.wait(0.01):
             with self._lock:
                 p = self.pending
                 if p is not None and p.uid is not None and \
-                        time.monotonic() - p.uid_received > self.FINISH_AFTER:
+                        time.monotonic() - p.updated > self.FINISH_AFTER:
                     self._finish()
 
     def _finish(self) -> None:
@@ -421,6 +535,13 @@ class CAImageSource:
         uid = int(pending.uid)
         if uid == 0:
             return  # what a detector IOC holds before its first frame
+        if pending.doubt is None and pending.counter is None:
+            pending.doubt = "its ArrayCounter_RBV update never came"
+        if pending.doubt is not None:
+            # Not written under a UniqueId its pixels may not have: counted as skipped
+            # (SourceSkipped_RBV), as a frame that never arrived.
+            self._not_used(uid, pending.doubt)
+            return
         if not self.accepting():
             # Nobody would take it (callbacks disabled, or the queue is full): hand over
             # only the id, without the cost of rebuilding the frame.
@@ -432,6 +553,20 @@ class CAImageSource:
             return
         if self._track(uid):
             self.on_frame(frame)
+
+    def _not_used(self, uid: int, why: str) -> None:
+        self.doubtful += 1
+        now = time.monotonic()
+        if now - self._doubt_logged > 1.0:
+            self._doubt_logged = now
+            log.warning("frame %d not used (%d so far): %s", uid, self.doubtful, why)
+        if self.last_uid is not None and uid == self.last_uid:
+            return
+        missed = uid - self.last_uid if self.last_uid is not None and uid > self.last_uid else 1
+        self.skipped += missed
+        self.last_uid = uid
+        # "arrived": a stop waiting for this frame need not wait any longer
+        self.on_status({"skipped": self.skipped, "arrived": uid})
 
     def _track(self, uid: int) -> bool:
         """Count duplicates and gaps; False for a duplicate (to be ignored).  A smaller
@@ -483,9 +618,10 @@ class CAImageSource:
         color = int(meta.get("ColorMode_RBV") or 0)
         attrs = {"ColorMode": NDAttribute("ColorMode", color, NDAttrType.Int32, "Color mode",
                                           "Driver", NDAttrSource.DRIVER)}
-        if self.attributes is not None:
-            attrs.update(self.attributes.sample())
-        return NDArray(data=data, unique_id=int(pending.uid or 0),
-                       timestamp=float(pending.timestamp or 0.0),
-                       epics_ts_sec=int(pending.sec or 0), epics_ts_nsec=int(pending.nsec or 0),
-                       attributes=attrs)
+        frame = NDArray(data=data, unique_id=int(pending.uid or 0),
+                        timestamp=float(_posted(pending.timestamp, meta, "TimeStamp_RBV")),
+                        epics_ts_sec=int(_posted(pending.sec, meta, "EpicsTSSec_RBV")),
+                        epics_ts_nsec=int(_posted(pending.nsec, meta, "EpicsTSNsec_RBV")),
+                        attributes=attrs)
+        add_attributes(frame, self.driver_attributes, self.attributes)
+        return frame

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType
 from ._shm import map_shared, new_slot
-from .ca import AttributeSampler
+from .ca import AttributeSampler, add_attributes
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,24 @@ def _child_main(conn, prefix: str, max_slots: int, log_levels: dict[str, int]) -
                            on_status=lambda status: sender.send(("status", status)),
                            on_error=lambda message: sender.send(("error", message)),
                            allocate=pool.allocate)
-    calls = {"set_prefix": source.set_prefix, "read_current": source.read_current}
+    calls = {"set_prefix": source.set_prefix, "read_current": source.read_current,
+             "latest_unique_id": source.latest_unique_id}
+    # Calls may wait on the network: one at a time, off this loop, so that slots freed
+    # meanwhile still come back (a stop waiting for the last frames must not starve them).
+    from concurrent.futures import ThreadPoolExecutor
+
+    caller = ThreadPoolExecutor(1, thread_name_prefix="receiver-call")
+
+    def run_call(call_id: int, name: str, args: tuple) -> None:
+        try:
+            result = ("result", call_id, calls[name](*args), None)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            result = ("result", call_id, None, f"{type(exc).__name__}: {exc}")
+        try:
+            sender.send(result)
+        except OSError:
+            pass  # the IOC is gone
+
     source.start()
     try:
         while True:
@@ -186,14 +203,11 @@ def _child_main(conn, prefix: str, max_slots: int, log_levels: dict[str, int]) -
                 pool.set_max(message[1])
             elif kind == "call":
                 _, call_id, name, args = message
-                try:
-                    result = ("result", call_id, calls[name](*args), None)
-                except Exception as exc:  # noqa: BLE001 - reported to the caller
-                    result = ("result", call_id, None, f"{type(exc).__name__}: {exc}")
-                sender.send(result)
+                caller.submit(run_call, call_id, name, args)
             elif kind == "stop":
                 return
     finally:
+        caller.shutdown(wait=False, cancel_futures=True)
         source.stop()
         try:
             sender.send(("stopped",))
@@ -224,12 +238,15 @@ class ProcessImageSource:
     def __init__(self, prefix: str, on_frame: Callable[[NDArray | int], None], *,
                  on_status: Callable[[dict], None] = lambda status: None,
                  on_error: Callable[[str], None] = lambda message: None,
-                 attributes: AttributeSampler | None = None, queue_size: int = 20):
+                 attributes: AttributeSampler | None = None, queue_size: int = 20,
+                 driver_attributes=None, driver_prefix: str = ""):
         self.prefix = prefix
         self.on_frame = on_frame
         self.on_status = on_status
         self.on_error = on_error
         self.attributes = attributes
+        self.driver_attributes = driver_attributes  # the driver's NDAttributesFile (CA)
+        self.driver_prefix = driver_prefix
         self.max_slots = queue_size + IN_FLIGHT
         self.connected = False
         self.skipped = 0
@@ -309,9 +326,21 @@ class ProcessImageSource:
 
     def read_current(self, timeout: float = 2.0) -> NDArray | None:
         frame = self._call("read_current", timeout, timeout=timeout * 12 + 5)
-        if frame is not None and self.attributes is not None:
-            frame.attributes.update(self.attributes.sample())
+        if frame is not None:
+            add_attributes(frame, self.driver_attributes, self.attributes)
         return frame
+
+    def latest_unique_id(self, timeout: float = 1.0) -> int | None:
+        """The newest frame id the source has finished (see ``CAImageSource``); None when
+        the receiver is not connected or does not answer in time."""
+        if not self.connected:
+            return None
+        try:
+            return self._call("latest_unique_id", timeout, self.driver_prefix,
+                              timeout=timeout * 3 + 2)
+        except Exception as exc:  # noqa: BLE001 - a stop must not fail on this
+            log.warning("cannot read the source's latest frame id: %s", exc)
+            return None
 
     def _call(self, name: str, *args, timeout: float | None = None):
         call_id = next(self._ids)
@@ -395,11 +424,10 @@ class ProcessImageSource:
         weakref.finalize(base, self._free, generation, index)
         attributes = {"ColorMode": NDAttribute("ColorMode", color, NDAttrType.Int32,
                                                "Color mode", "Driver", NDAttrSource.DRIVER)}
-        if self.attributes is not None:
-            attributes.update(self.attributes.sample())
         frame = NDArray(data=base.reshape(shape), unique_id=uid, timestamp=timestamp,
                         epics_ts_sec=sec, epics_ts_nsec=nsec, attributes=attributes)
         del base
+        add_attributes(frame, self.driver_attributes, self.attributes)
         self.on_frame(frame)
 
     def _free(self, generation: int, index: int) -> None:

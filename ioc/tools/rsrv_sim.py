@@ -49,7 +49,12 @@ def _extra_cam_pvs(table: tuple[PV, ...]) -> tuple[PV, ...]:
 
 
 class Records:
-    """pythonSoftIOC records made from PV specs: setpoints mirror into their ``_RBV``."""
+    """pythonSoftIOC records made from PV specs: setpoints mirror into their ``_RBV``.
+
+    Readbacks are output records too, processed synchronously when the driver posts a
+    value (pythonSoftIOC's input records are processed later by EPICS' callback thread
+    and read the newest value then: a value set twice before that would be posted twice
+    as the second, an artefact no asyn driver has).  Clients see the same CA types."""
 
     def __init__(self, builder, prefix: str, table: tuple[PV, ...], special: dict):
         # one record per suffix, the last spec winning (as in a caproto PVGroup's namespace)
@@ -77,42 +82,32 @@ class Records:
         return self.records[suffix].get()
 
     def set(self, **values) -> None:
-        """Post values (In records process and post; setpoints are updated quietly)."""
+        """Post values now, in this order (setpoints are updated without their on_update)."""
         for suffix, value in values.items():
-            record = self.records[suffix]
-            if self.specs[suffix].writable:
-                record.set(value, process=False)
-            else:
-                record.set(value)
+            self.records[suffix].set(value, process=not self.specs[suffix].writable)
 
 
 def make_record(builder, name: str, pv: PV, on_update=None):
-    """The record ADCore would have for ``pv`` (out records for setpoints)."""
-    out = pv.writable
-    kw = {"on_update": on_update, "always_update": True} if out else {}
+    """A record for ``pv`` with its CA type, enum strings and length (see ``Records``)."""
+    kw = {"on_update": on_update, "always_update": True} if pv.writable else {}
     if pv.kind is Kind.ENUM:
         strings, value = pv.enum_strings, int(pv.value)
         if len(strings) == 2:
-            make = builder.boolOut if out else builder.boolIn
-            return make(name, ZNAM=strings[0], ONAM=strings[1], initial_value=value, **kw)
-        make = builder.mbbOut if out else builder.mbbIn
-        return make(name, *strings, initial_value=value, **kw)
+            return builder.boolOut(name, ZNAM=strings[0], ONAM=strings[1], initial_value=value,
+                                   **kw)
+        return builder.mbbOut(name, *strings, initial_value=value, **kw)
     if pv.kind is Kind.LONG:
-        make = builder.longOut if out else builder.longIn
-        return make(name, initial_value=int(pv.value), **kw)
+        return builder.longOut(name, initial_value=int(pv.value), **kw)
     if pv.kind is Kind.DOUBLE:
-        make = builder.aOut if out else builder.aIn
-        return make(name, initial_value=float(pv.value), PREC=pv.precision,
-                    EGU=pv.units or None, **kw)
+        return builder.aOut(name, initial_value=float(pv.value), PREC=pv.precision,
+                            EGU=pv.units or None, **kw)
     if pv.kind is Kind.STRING:
-        make = builder.stringOut if out else builder.stringIn
-        return make(name, initial_value=str(pv.value), **kw)
+        return builder.stringOut(name, initial_value=str(pv.value), **kw)
     if pv.kind is Kind.CHAR:
-        make = builder.longStringOut if out else builder.longStringIn
-        return make(name, initial_value=str(pv.value), length=pv.nelm, **kw)
+        return builder.longStringOut(name, initial_value=str(pv.value), length=pv.nelm, **kw)
     if pv.kind is Kind.LONG_ARRAY:
-        return builder.WaveformIn(name, datatype=np.int32, length=pv.nelm,
-                                  initial_value=np.asarray(pv.value, dtype=np.int32))
+        return builder.WaveformOut(name, datatype=np.int32, length=pv.nelm,
+                                   initial_value=np.asarray(pv.value, dtype=np.int32))
     raise ValueError(f"no record for {pv}")
 
 
@@ -297,8 +292,8 @@ def build(prefix: str, max_x: int, max_y: int, size_x: int, size_y: int, array_t
     holder["cam"] = cam
     image_table = _image_table(nelm)
     image = Records(builder, "image1:", image_table, {})
-    image.records["ArrayData"] = builder.WaveformIn("image1:ArrayData", datatype=wire_dtype,
-                                                    length=nelm)
+    image.records["ArrayData"] = builder.WaveformOut("image1:ArrayData", datatype=wire_dtype,
+                                                     length=nelm)
     image.specs["ArrayData"] = PV("ArrayData", Kind.LONG_ARRAY, "waveform", writable=False)
     plugin = ImagePlugin(image, wire_dtype)
     detector = Detector(cam, plugin)

@@ -74,6 +74,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("Source prefix", "SourcePrefix"), ("Connection", "SourceConnected_RBV"),
         ("Frames skipped", "SourceSkipped_RBV"), ("Duplicates", "SourceDuplicates_RBV"),
         ("Invalid frames", "InvalidFrames_RBV"),
+        ("Driver attributes", "DriverAttributesMessage_RBV"),
     ]),
 ]
 # Momentary actions: a button that writes 1 (Capture gets Start and Stop).
