@@ -217,10 +217,12 @@ class Detector:
                 self._frame(n)
                 await asyncio.sleep(0)
         finally:
-            cam.set(Acquire_RBV=0, DetectorState_RBV=0)
+            # Acquire reads Done again (as a busy record does), before Acquire_RBV says
+            # so: a client that puts Acquire=1 as soon as it sees Done must not be undone.
+            # Its put waits for this one to complete, then processes the record again.
             self.busy = False
-            # Acquire reads Done again once this put has completed (a busy record does)
-            asyncio.get_running_loop().call_later(0.001, lambda: cam.set(Acquire=0))
+            cam.set(Acquire=0)
+            cam.set(Acquire_RBV=0, DetectorState_RBV=0)
 
     def _frame(self, n: int) -> None:
         """One frame: to the image plugin, then the driver's parameters (simDetector's

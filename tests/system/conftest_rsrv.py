@@ -51,6 +51,14 @@ def start_rsrv_sim(env, logs: Path, size=(1024, 1024)) -> IOCProcess:
                       logs / "rsrv-sim.log")
 
 
+def _quiet_get(setup, suffix):
+    """None while the IOC is still starting (a loaded machine may take a while)."""
+    try:
+        return setup.get(suffix)
+    except Exception:  # noqa: BLE001 - not up yet
+        return None
+
+
 @pytest.fixture(scope="module")
 def rsrv(ca_env, tmp_path_factory) -> RsrvSetup:
     pytest.importorskip("softioc")
@@ -62,7 +70,7 @@ def rsrv(ca_env, tmp_path_factory) -> RsrvSetup:
     client = Client()
     setup = RsrvSetup(client, ca_env, sim, writer, logs)
     try:
-        wait_for(lambda: setup.get("SourceConnected_RBV") == "Connected", 60,
+        wait_for(lambda: _quiet_get(setup, "SourceConnected_RBV") == "Connected", 90,
                  what="writer connected to the RSRV stand-in")
         wait_for(lambda: setup.get("NDArrayPort_RBV") == "SIM1", 30, what="the driver's port")
         yield setup
