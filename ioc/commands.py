@@ -83,6 +83,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--layout", default="", help="layout to write (default: the default layout)")
     p.add_argument("--out", default=None, help="where to write (default: the temp directory)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--no-rsrv", dest="rsrv", action="store_false",
+                   help="skip the rows against the detector served by EPICS base's CA server "
+                   "(RSRV, what a real areaDetector IOC does to a lagging client)")
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="stream for this long; report RSS and open files at start and end")
     p.add_argument("--soak-rate", type=float, default=100.0, help="frames/s during --soak")
