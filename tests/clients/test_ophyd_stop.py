@@ -6,18 +6,12 @@ still on their way must get in.)"""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest
+from conftest_rsrv import RP
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "system"))
-
-from conftest_rsrv import RP, rsrv  # noqa: E402,F401
-
-from ioc.tools.sim import expected_pixels  # noqa: E402
+from ioc.tools.sim import expected_pixels
 
 pytest.importorskip("ophyd")
 
@@ -56,7 +50,7 @@ def test_ophyd_20_runs_of_5_triggers_keep_every_frame(rsrv, tmp_path):
     # ophyd users re-wire plugins this way; the driver's port is known, so it is accepted
     det.hdf1.stage_sigs["nd_array_port"] = "SIM1"
     files = []
-    for run in range(RUNS):
+    for _ in range(RUNS):
         det.stage()
         path = det.hdf1.file_template.get() % (det.hdf1.file_path.get(),
                                                det.hdf1.file_name.get(),

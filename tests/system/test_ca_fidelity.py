@@ -9,7 +9,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest_rsrv import RCAM, RP, CPULoad, rready, rsrv  # noqa: F401
+from conftest_rsrv import RP, CPULoad
 from ioc_harness import wait_for
 
 from ioc.tools.sim import EPICS_EPOCH, expected_pixels
