@@ -10,12 +10,15 @@ from . import __version__
 
 
 def _check_layout(args: argparse.Namespace) -> int:
-    from .layout.model import LayoutError, default_layout, load_layout
+    from ._resources import layout_file
+    from .layout.model import LayoutError, default_layout, load_layout, schema_errors
     from .layout.ndattributes import AttributesError, load_attributes
     from .tools.check_layout import check
 
+    spec = layout_file("default.xml") if args.layout in ("", "default") else args.layout
     try:
-        layout = default_layout() if args.layout in ("", "default") else load_layout(args.layout)
+        layout = default_layout() if args.layout in ("", "default") else load_layout(spec)
+        strict = schema_errors(spec) if args.strict else []
     except LayoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -27,6 +30,7 @@ def _check_layout(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     report = check(layout, definitions)
+    report.errors.extend(f"{w} (schema)" for w in strict)
     print(f"Layout: {layout.source}")
     if definitions is not None:
         print(f"Attributes: {args.attributes} ({len(definitions)} definitions)")
@@ -45,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-layout", help="print the tree a layout produces, with warnings")
     p.add_argument("layout", help="layout XML file, inline XML, or 'default'")
+    p.add_argument("--strict", action="store_true",
+                   help="also validate against the layout schema (layouts/hdf5_layout.xsd: "
+                   "ADCore's XSD + root attributes); departures are errors (exit 1). ADCore "
+                   "and the IOC do not require it")
     p.add_argument("--attributes", help="NDAttributes XML file (or inline XML)")
     p.add_argument("--macros", default="", help='NDAttributesMacros, e.g. "P=13SIM1:,R=cam1:"')
     p.set_defaults(func=_check_layout)

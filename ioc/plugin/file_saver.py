@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ..layout import warnings_summary
 from ..layout.model import Layout, LayoutError, default_layout, load_layout
 from ..ndarray import NDArray
 from ..writer import _write_behind
@@ -45,13 +46,16 @@ NO_POLICY = PathPolicy()
 
 
 def layout_status(spec: str, policy: PathPolicy = NO_POLICY) -> tuple[Layout | None, str]:
-    """Load XMLFileName's layout: (layout, "") or (None, ADCore-style message)."""
+    """Load XMLFileName's layout: (layout, "" or its warnings) or (None, the error)."""
     if not spec.strip():
         return default_layout(), "Default layout selected"
     try:
-        return load_layout(spec, allowed_roots=policy.roots), ""
+        layout = load_layout(spec, allowed_roots=policy.roots)
     except LayoutError as exc:
         return None, str(exc)
+    for warning in layout.warnings:
+        log.warning("layout %s: %s", layout.source[:200], warning)
+    return layout, warnings_summary(layout.warnings)
 
 
 class FileSaver:

@@ -111,15 +111,20 @@ class DriverAttributes:
         try:
             definitions = load_attributes(spec, macros, allowed_roots=self.allowed_roots)
         except AttributesError as exc:
-            self.sampler.set_definitions([])
-            self._report(f"{where}: {exc}; frames carry no driver attributes")
+            # those read before the error stay, as in the driver (readNDAttributesFile)
+            kept = list(getattr(exc, "definitions", None) or [])
+            self.sampler.set_definitions(kept)
+            what = (f"{len(kept)} read before the error kept" if kept
+                    else "frames carry no driver attributes")
+            self._report(f"{where}: {exc}; {what}")
             return
-        notes = self.sampler.set_definitions(definitions)
+        notes = [str(w) for w in getattr(definitions, "warnings", ())]
+        notes += self.sampler.set_definitions(definitions)
         n = len(definitions)
         message = (f"{where}: {n} attribute{'s' if n != 1 else ''} "
                    f"({', '.join(d.name for d in definitions)})") if definitions else ""
         if notes:
-            message += "; " + "; ".join(notes)
+            message = "; ".join(([message] if message else []) + notes)
         self._report(message)
 
     def _report(self, message: str) -> None:

@@ -173,15 +173,15 @@ def _encode(text: str) -> bytes:
 
 
 def set_string_attribute(obj: h5py.HLObject, name: str, text: str) -> None:
-    """Scalar fixed-length NUL-terminated string sized to the text (ADCore style)."""
+    """Scalar fixed-length string holding the text and its NUL: STRSIZE = length + 1,
+    NULLTERM, as ADCore >= R3-11 writes them."""
     data = _encode(text)
     if name in obj.attrs:
         del obj.attrs[name]
-    tid = _c_string_type(len(data))
+    tid = _c_string_type(len(data) + 1)
     attr = h5py.h5a.create(obj.id, _encode(name), tid, h5py.h5s.create(h5py.h5s.SCALAR))
-    # Memory type = file type: HDF5 copies the bytes as ADCore's H5Awrite does (a
-    # NULLPAD->NULLTERM conversion would drop the last character to fit a NUL).
-    attr.write(np.array(data, dtype=f"S{max(len(data), 1)}"), mtype=tid)
+    # Memory type = file type: HDF5 copies the bytes (text + NUL) unconverted.
+    attr.write(np.array(data, dtype=f"S{len(data) + 1}"), mtype=tid)
 
 
 def set_value_attribute(obj: h5py.HLObject, name: str, value) -> None:
@@ -487,7 +487,12 @@ class NexusWriter:
                                      "not exist; link not created")
                 continue
             parent, name = link.path.rsplit("/", 1)
-            self.file.require_group(parent or "/")[name] = self.file[link.target]
+            group = self.file.require_group(parent or "/")
+            if name in group:  # e.g. an NDAttribute dataset of that name (ADCore: link fails)
+                self.warnings.append(f"hard link {link.path}: the name is taken by another "
+                                     "object; link not created")
+                continue
+            group[name] = self.file[link.target]
 
     # -- frames ----------------------------------------------------------------
     def write(self, frame: NDArray) -> None:
