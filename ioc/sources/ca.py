@@ -329,6 +329,9 @@ class CAImageSource:
         self._stop.set()
         self._unsubscribe()
 
+    def set_driver_prefix(self, prefix: str) -> None:
+        self.driver_prefix = prefix
+
     def set_prefix(self, prefix: str) -> None:
         # Not under self._lock: clearing a subscription may wait for the callback
         # thread, which takes that lock.
@@ -423,8 +426,7 @@ class CAImageSource:
         pending.nsec = values.get("EpicsTSNsec_RBV") or 0
         return self._build(pending, meta, quiet=True)
 
-    def latest_unique_id(self, timeout: float = 1.0, driver_prefix: str | None = None
-                         ) -> int | None:
+    def latest_unique_id(self, timeout: float = 1.0) -> int | None:
         """The UniqueId of the newest frame the source has finished, read now (not from a
         monitor): the image plugin's UniqueId_RBV, posted after its ArrayData.  The driver
         may have finished a frame its image plugin has not posted yet (a plugin with its
@@ -438,7 +440,7 @@ class CAImageSource:
             return int(_scalar(pv.read(data_type="native", timeout=timeout)) or 0)
 
         uid = read(uid_pv)
-        driver = self.driver_prefix if driver_prefix is None else driver_prefix
+        driver = self.driver_prefix
         if driver:
             try:
                 (counter_pv,) = self.context.get_pvs(driver + "ArrayCounter_RBV",

@@ -171,7 +171,8 @@ def _child_main(conn, prefix: str, max_slots: int, log_levels: dict[str, int]) -
                            on_error=lambda message: sender.send(("error", message)),
                            allocate=pool.allocate)
     calls = {"set_prefix": source.set_prefix, "read_current": source.read_current,
-             "latest_unique_id": source.latest_unique_id}
+             "latest_unique_id": source.latest_unique_id,
+             "set_driver_prefix": source.set_driver_prefix}
     # Calls may wait on the network: one at a time, off this loop, so that slots freed
     # meanwhile still come back (a stop waiting for the last frames must not starve them).
     from concurrent.futures import ThreadPoolExecutor
@@ -283,6 +284,9 @@ class ProcessImageSource:
         self._reader = threading.Thread(target=self._read, args=(ours, self._generation),
                                         name="receiver-pipe", daemon=True)
         self._reader.start()
+        if self.driver_prefix:  # for latest_unique_id (no answer awaited)
+            self._sender.send(("call", next(self._ids), "set_driver_prefix",
+                               (self.driver_prefix,)))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
@@ -336,8 +340,7 @@ class ProcessImageSource:
         if not self.connected:
             return None
         try:
-            return self._call("latest_unique_id", timeout, self.driver_prefix,
-                              timeout=timeout * 3 + 2)
+            return self._call("latest_unique_id", timeout, timeout=timeout * 3 + 2)
         except Exception as exc:  # noqa: BLE001 - a stop must not fail on this
             log.warning("cannot read the source's latest frame id: %s", exc)
             return None
