@@ -62,6 +62,15 @@ _META = ("NDimensions_RBV", "ArraySize0_RBV", "ArraySize1_RBV", "ArraySize2_RBV"
          "EpicsTSSec_RBV", "EpicsTSNsec_RBV", "ArrayCounter_RBV")
 
 
+def _same_pixels(a, b) -> bool:
+    """Two ArrayData updates with the same pixels (a sample first: cheap when not)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    step = max(a.size // 1024, 1)
+    return bool(np.array_equal(a[::step], b[::step]) and np.array_equal(a, b))
+
+
 def _posted(value, meta: dict, suffix: str):
     """A frame's scalar: posted with it, else the last value posted (unchanged since)."""
     if value is None:
@@ -241,13 +250,14 @@ def add_attributes(frame: NDArray, *samplers) -> NDArray:
 
 class _Pending:
     __slots__ = ("data", "uid", "timestamp", "sec", "nsec", "received", "updated",
-                 "counter", "doubt")
+                 "counter", "doubt", "several")
 
     def __init__(self, data):
         self.data = data
         self.uid = None
         self.counter = None  # the image plugin's ArrayCounter_RBV posted with it
         self.doubt: str | None = None  # why its pixels may not be this frame's
+        self.several = False  # several frames' scalars came after its ArrayData
         # None: not posted with this frame (an IOC posts a value only when it changes,
         # e.g. EpicsTSSec_RBV once a second): the last value posted is this frame's too
         self.timestamp = None
@@ -269,15 +279,18 @@ class CAImageSource:
     for a lagging client it also replaces queued updates.  So ArrayData can carry a
     later frame's pixels than the scalars that follow it.  A frame is used only when
     its pairing is certain as far as the wire shows: exactly one UniqueId and one
-    image-plugin ArrayCounter_RBV after its ArrayData, and that counter one more than
-    the previous one (the plugin counts every frame it posts, whatever the UniqueIds
-    do).  Otherwise it is not written and counts as skipped, as does data whose
-    UniqueId never arrives.  What the wire cannot show (the array read a moment after
-    the next frame replaced it, with nothing queued in between) remains possible for
-    a lagging client; pvAccess sends each frame whole.
+    image-plugin ArrayCounter_RBV after its ArrayData (or several, when no ArrayData
+    follows: then the pixels are the newest frame's, whose scalars came last), each
+    counter one more than the previous one (the plugin counts every frame it posts,
+    whatever the UniqueIds do), and, while frames are being lost, not the same pixels
+    as the next update.  Otherwise it is not written and counts as skipped, as does
+    data whose UniqueId never arrives.  What the wire cannot show (the array read a
+    moment after the next frame replaced it, the next update newer still) remains
+    possible for a client that lags; pvAccess sends each frame whole.
     """
 
     FINISH_AFTER = 0.05
+    LAG_WINDOW = 2.0  # s after a lost or unused frame during which same pixels are doubted
     PIPELINE_GRACE = 0.5  # s: how long ``latest_unique_id`` lets the image plugin catch up
 
     def __init__(self, prefix: str, on_frame: Callable[[NDArray], None], *,
@@ -309,6 +322,10 @@ class CAImageSource:
         self.duplicates = 0
         self.doubtful = 0  # frames not used: their pixels could not be paired for sure
         self._doubt_logged = float("-inf")
+        # Frames were lost or not used lately: the link lags, and an array may then be
+        # read after the next frame replaced it; consecutive updates with the same
+        # pixels are doubted then (only then: a detector may send identical frames)
+        self._lagging_until = float("-inf")
         self._last_counter = None
         self._lock = threading.RLock()
         self._subs: list = []
@@ -464,7 +481,13 @@ class CAImageSource:
                 log.info("ArrayData: skipping the value held at (re)connection (%d elements)",
                          len(response.data))
                 return
-            if self.pending is not None:
+            pending = self.pending
+            if pending is not None:
+                if pending.doubt is None and time.monotonic() < self._lagging_until and \
+                        _same_pixels(pending.data, response.data):
+                    # RSRV read the previous update's array after this frame had replaced
+                    # it (the server was blocked sending to us, a client that lags)
+                    pending.doubt = "the next ArrayData update had the same pixels"
                 self._finish()
             self.pending = _Pending(response.data)
 
@@ -483,9 +506,9 @@ class CAImageSource:
                 if suffix == "UniqueId_RBV":
                     if pending.uid is not None:
                         # RSRV sent one ArrayData update for several frames (an array is
-                        # read when sent, the scalars were queued): whose pixels, unknown.
-                        # It follows the newest id, so that all of them count as skipped.
-                        pending.doubt = "several frames' ids followed one ArrayData update"
+                        # read when sent, the scalars were queued): see _finish.  It
+                        # follows the newest frame's scalars.
+                        pending.several = True
                     pending.uid = value
                 elif pending.uid is None:
                     return
@@ -510,7 +533,7 @@ class CAImageSource:
         if pending is None:
             return
         if pending.counter is not None:
-            pending.doubt = "several frames' counters followed one ArrayData update"
+            pending.several = True
         pending.counter = value
         pending.updated = time.monotonic()
         if previous is not None and value != previous + 1 and pending.doubt is None:
@@ -523,12 +546,19 @@ class CAImageSource:
                 p = self.pending
                 if p is not None and p.uid is not None and \
                         time.monotonic() - p.updated > self.FINISH_AFTER:
-                    self._finish()
+                    self._finish(last=True)
 
-    def _finish(self) -> None:
+    def _finish(self, last: bool = False) -> None:
+        """``last``: no ArrayData update came after it (the source has gone quiet)."""
         pending, self.pending = self.pending, None
         if pending is None:
             return
+        if pending.several and not last and pending.doubt is None:
+            # The array was read when sent: by then it held the newest frame posted, and
+            # a frame posted after that would have queued another array update, here
+            # the next one.  With none after it (the source went quiet) the pixels are
+            # the last frame's; with one, they may be any of them, or the next's.
+            pending.doubt = "several frames' scalars followed one ArrayData update"
         if pending.uid is None:
             # Its UniqueId never came (the server dropped that update): a frame we
             # cannot identify is not written; the UniqueId gap counts it as skipped.
@@ -559,6 +589,7 @@ class CAImageSource:
     def _not_used(self, uid: int, why: str) -> None:
         self.doubtful += 1
         now = time.monotonic()
+        self._lagging_until = now + self.LAG_WINDOW
         if now - self._doubt_logged > 1.0:
             self._doubt_logged = now
             log.warning("frame %d not used (%d so far): %s", uid, self.doubtful, why)
@@ -579,6 +610,7 @@ class CAImageSource:
                 self.on_status({"duplicates": self.duplicates})
                 return False
             if uid > self.last_uid + 1:
+                self._lagging_until = time.monotonic() + self.LAG_WINDOW
                 log.warning("frames %d..%d never arrived", self.last_uid + 1, uid - 1)
                 self.skipped += uid - self.last_uid - 1
                 self.on_status({"skipped": self.skipped})

@@ -48,7 +48,8 @@ class Replay:
         self.scalar("EpicsTSNsec_RBV", uid)
 
     def finish(self):
-        self.source._finish()
+        """The source goes quiet: the last update is finished by the timer."""
+        self.source._finish(last=True)
         return [(f.unique_id, int(f.data[0, 0])) for f in self.frames]
 
 
@@ -111,5 +112,42 @@ def test_a_frame_not_used_still_counts_as_arrived():
     r.array(3)
     r.batch(2)
     r.batch(3)
+    r.array(4)  # (its scalars lost)
     assert r.finish() == [(1, 1)]
     assert {"skipped": 2, "arrived": 3} in r.statuses
+
+
+def test_the_last_update_before_the_source_goes_quiet_is_the_last_frame():
+    """Nothing was posted after the array was read (no further update came): its pixels
+    are the newest frame's, whose scalars came last (the end of an acquisition)."""
+    r = Replay()
+    r.array(1)
+    r.batch(1)
+    r.array(4)
+    for uid in (2, 3, 4):
+        r.batch(uid)
+    assert r.finish() == [(1, 1), (4, 4)]
+    assert r.frames[-1].timestamp == 1004.0 and r.source.skipped == 2
+
+
+def test_same_pixels_twice_are_doubted_only_while_the_link_lags():
+    """RSRV read the array after the next frame had replaced it (it was blocked sending
+    to a lagging client): two updates with the same pixels.  A detector may also send
+    identical frames: only doubted after frames were lost lately."""
+    r = Replay()
+    r.array(7)
+    r.batch(1)
+    r.array(7)
+    r.batch(2)
+    assert r.finish() == [(1, 7), (2, 7)]  # identical frames, nothing lost: both kept
+    r = Replay()
+    r.array(1)
+    r.batch(1)
+    r.array(5)
+    r.batch(5, counter=2)  # frames 2-4 never came: the link lags
+    r.array(7)
+    r.batch(6, counter=3)  # its array was read after frame 7 replaced it
+    r.array(7)
+    r.batch(7, counter=4)
+    assert r.finish() == [(1, 1), (5, 5), (7, 7)]
+    assert r.source.skipped == 4
