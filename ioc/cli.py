@@ -36,6 +36,14 @@ def _check_layout(args: argparse.Namespace) -> int:
         print(f"Attributes: {args.attributes} ({len(definitions)} definitions)")
     print()
     print(report.render())
+    if args.frame:  # dry run of the shapes (extra dimensions)
+        from .tools.shapes import report as shapes
+
+        try:
+            print("\n" + shapes(args, layout))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 1 if report.errors else 0
 
 
@@ -55,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "and the IOC do not require it")
     p.add_argument("--attributes", help="NDAttributes XML file (or inline XML)")
     p.add_argument("--macros", default="", help='NDAttributesMacros, e.g. "P=13SIM1:,R=cam1:"')
+    from .tools.shapes import add_arguments as add_shape_arguments
+
+    add_shape_arguments(p)
     p.set_defaults(func=_check_layout)
 
     for register in _extra_commands():

@@ -14,7 +14,12 @@ def add_serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="run the NDFileHDF5-compatible writer IOC")
     p.add_argument("--prefix", default="13SIM1:HDF1:", help="our PV prefix")
     p.add_argument("--source", default="13SIM1:image1:",
-                   help="prefix of the NDStdArrays plugin to read (<source>ArrayData, ...)")
+                   help="where frames come from: ca://PREFIX (or PREFIX) for an NDStdArrays "
+                   "plugin (<PREFIX>ArrayData, ...), or pva://PVNAME for an NDPluginPva "
+                   "NTNDArray (e.g. pva://13SIM1:Pva1:Image)")
+    p.add_argument("--pva-queue", type=int, default=32, metavar="N",
+                   help="updates the pvAccess server keeps for us while we lag "
+                   "(pvRequest queueSize; pva:// sources)")
     p.add_argument("--cam", default="", help="driver prefix, for PARAM attributes and PortName_RBV")
     p.add_argument("--layout", default="", help="initial XMLFileName (file or inline XML)")
     p.add_argument("--attributes", default="", help="initial NDAttributesFile")
@@ -39,12 +44,29 @@ def add_serve_parser(sub) -> None:
 
 
 def add_sim_parser(sub) -> None:
-    p = sub.add_parser("sim", help="run a simulated areaDetector (cam1: + image1:)")
+    p = sub.add_parser("sim", help="run a simulated areaDetector (cam1:, image1:, Stats1:, "
+                       "Pva1:Image)")
     p.add_argument("--prefix", default="13SIM1:")
     p.add_argument("--max-size", type=int, nargs=2, default=(1024, 1024), metavar=("X", "Y"))
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("X", "Y"))
     p.add_argument("--array-type", choices=("CHAR", "SHORT", "LONG", "FLOAT", "DOUBLE"), default="SHORT",
                    help="CA type of image1:ArrayData (SHORT carries UInt16, as areaDetector)")
+    p.add_argument("--codec", choices=("none", "lz4", "bslz4", "blosc"), default="none",
+                   help="compress the frames of <prefix>Pva1:Image as NDPluginCodec does")
+    p.add_argument("--blosc-compressor", type=int, default=1, choices=range(6),
+                   help="--codec blosc: BloscLZ, LZ4, LZ4HC, SNAPPY, ZLIB, ZSTD (0-5)")
+    p.add_argument("--blosc-shuffle", type=int, default=1, choices=range(3),
+                   help="--codec blosc: no, byte or bit shuffle (0-2)")
+    p.add_argument("--blosc-level", type=int, default=5, choices=range(10))
+    p.add_argument("--noise", type=float, default=0.0, metavar="MEAN",
+                   help="add a fixed Poisson noise field of this mean to every frame "
+                   "(realistic compression ratios; pixels stay checkable)")
+    p.add_argument("--backlog-mb", type=int, default=0, metavar="MB",
+                   help="frames each image1:ArrayData subscriber may have queued, in MiB of "
+                   "the largest frame (4 to 200 frames; default 200 frames); a subscriber that "
+                   "lags further loses the oldest")
+    p.add_argument("--no-pva", action="store_true",
+                   help="do not serve <prefix>Pva1:Image over pvAccess")
     p.add_argument("--ca-server", choices=("caproto", "rsrv"), default="caproto",
                    help="Channel Access server: caproto's (queues 200 updates per client), "
                    "or EPICS base's RSRV through pythonSoftIOC (what a real IOC does to a "
@@ -83,6 +105,12 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--layout", default="", help="layout to write (default: the default layout)")
     p.add_argument("--out", default=None, help="where to write (default: the temp directory)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--transport", choices=("ca", "pva", "both"), default="both",
+                   help="end-to-end rows over Channel Access (image1:), pvAccess (Pva1:Image) "
+                   "or both")
+    p.add_argument("--codec", choices=("none", "lz4", "bslz4", "blosc"), default="bslz4",
+                   help="PVA rows: also stream frames the simulator compresses with this codec "
+                   "(with noise), reporting the compression ratio")
     p.add_argument("--no-rsrv", dest="rsrv", action="store_false",
                    help="skip the rows against the detector served by EPICS base's CA server "
                    "(RSRV, what a real areaDetector IOC does to a lagging client)")

@@ -23,17 +23,28 @@ PORT_NAME = "FileHDF1"
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
               queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process",
-              ports: dict[str, str] | None = None):
-    """Create the PV group, the saver and the CA source (not started).
+              pva_queue: int = 32, ports: dict[str, str] | None = None):
+    """Create the PV group, the saver and the image source (not started).
 
-    ``receiver="process"`` receives images in a child process (frames in shared
-    memory); ``"thread"`` receives them in this process (one GIL for everything).
-    ``ports`` are the NDArrayPort names besides the driver's (``serve --port``)."""
+    ``source`` is ``ca://PREFIX`` (or a bare PREFIX: an NDStdArrays plugin over Channel
+    Access) or ``pva://PVNAME`` (an NDPluginPva NTNDArray).  ``receiver="process"``
+    receives images in a child process (frames in shared memory); ``"thread"`` receives
+    them in this process (one GIL for everything).  ``ports`` are the NDArrayPort names
+    besides the driver's (``serve --port``)."""
     import h5py
 
-    from .sources.ca import AttributeSampler, CAImageSource
+    from .sources.ca import AttributeSampler
     from .sources.driver_attributes import DriverAttributes
+    from .sources.frames import parse_source
     from .sources.ports import PortMap
+    from .sources.select import TransportSource
+
+    parse_source(source)  # an unknown transport is refused before anything starts
+    for name, spec in (ports or {}).items():
+        try:
+            parse_source(spec)
+        except ValueError as exc:
+            raise ValueError(f"--port {name}={spec}: {exc}") from None
 
     port_map = PortMap(source, ports)
     table = with_defaults(
@@ -81,13 +92,14 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
         image = ProcessImageSource(source, group.on_frame, on_status=on_status,
                                    on_error=on_error, attributes=sampler, queue_size=queue_size,
-                                   driver_attributes=driver_attributes, driver_prefix=cam)
+                                   pva_queue=pva_queue, driver_attributes=driver_attributes,
+                                   driver_prefix=cam)
         group.on_queue_size = image.set_queue_size
     else:
-        image = CAImageSource(source, group.on_frame, accepting=group.accepting,
-                              on_status=on_status, on_error=on_error, attributes=sampler,
-                              context=context, driver_attributes=driver_attributes,
-                              driver_prefix=cam)
+        image = TransportSource(source, group.on_frame, pva_queue=pva_queue,
+                                accepting=group.accepting, on_status=on_status,
+                                on_error=on_error, attributes=sampler, context=context,
+                                driver_attributes=driver_attributes, driver_prefix=cam)
     # a stop takes in the frames the source finished before it (plugin/stop_drain.py)
     saver.latest_unique_id = lambda timeout: image.latest_unique_id(timeout)
 
@@ -103,6 +115,11 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         return int(AttributesStatus.OK), "; ".join(notes)
 
     def set_source(prefix_: str) -> None:
+        try:
+            parse_source(prefix_)
+        except ValueError as exc:
+            group.post(WriteMessage=str(exc)[:255])
+            raise
         image.set_prefix(prefix_)
         port = port_map.name_of(prefix_)
         group.post(NDArrayPort=port, NDArrayPort_RBV=port)
@@ -134,7 +151,8 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
     group.on_attributes = load
     group.on_source_prefix = set_source
     group.on_array_port = select_port
-    group.on_driver_port = on_driver_port  # started with the server (serve_main)
+    group.on_driver_port = on_driver_port  # these two start with the server (serve_main)
+    group.driver_attributes = driver_attributes
     return group, saver, image, context, cam, prime
 
 
@@ -146,9 +164,13 @@ def serve_main(args: argparse.Namespace) -> int:
 
     keep_frame_buffers()
     _write_behind.set_enabled(not args.keep_page_cache)
-    group, saver, image, context, cam, prime = build_ioc(
-        args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-        tuple(args.allow_root), args.receiver, dict(args.port))
+    try:
+        group, saver, image, context, cam, prime = build_ioc(
+            args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
+            tuple(args.allow_root), args.receiver, args.pva_queue, dict(args.port))
+    except ValueError as exc:  # an unknown source transport (--source, --port)
+        log.error("%s", exc)
+        return 2
     if not args.allow_root:
         log.warning("no --allow-root given: any CA client may make this IOC write files "
                     "anywhere its user can write")
@@ -170,7 +192,7 @@ def serve_main(args: argparse.Namespace) -> int:
             from .sources.ports import watch_driver_port
 
             group.driver_port_watch = watch_driver_port(context, cam, group.on_driver_port)
-            image.driver_attributes.start()
+            group.driver_attributes.start()
         loop.run_in_executor(None, _prime_when_connected, image, prime)
 
     def terminate(*_):
@@ -189,8 +211,8 @@ def serve_main(args: argparse.Namespace) -> int:
         pass
     finally:
         image.stop()
-        if image.driver_attributes is not None:
-            image.driver_attributes.stop()
+        if group.driver_attributes is not None:
+            group.driver_attributes.stop()
         saver.stop()
     return 0
 

@@ -21,6 +21,7 @@ from ..layout import warnings_summary
 from ..layout.model import Layout, LayoutError, default_layout, load_layout
 from ..ndarray import NDArray
 from ..writer import _write_behind
+from ..writer.extra_dims import PositionError
 from ..writer.nexus import (
     Compression,
     FrameMismatch,
@@ -29,6 +30,7 @@ from ..writer.nexus import (
     WriterOptions,
 )
 from ..writer.single_file import SingleFileWriter
+from .extra_dim_rules import extra_dims_of
 from .frame_queue import Command, FrameQueue
 from .naming import PathPolicy, TemplateError, c_format, temporary_name
 from .stop_drain import STOP_TIMEOUT, Arrivals, take_in_finished
@@ -168,6 +170,7 @@ class FileSaver:
             frames_chunks=max(int(p("NumFramesChunks")), 1), fill_value=float(p("FillValue")),
             ndattribute_chunk=max(int(p("NDAttributeChunk")), 0),
             swmr=bool(p("SWMRMode")) and multi_frame, flush_every=int(p("NumFramesFlush")),
+            extra_dims=extra_dims_of(self.params, multi_frame),
         )
 
     @property
@@ -217,6 +220,7 @@ class FileSaver:
             EpicsTSSec_RBV=frame.epics_ts_sec, EpicsTSNsec_RBV=frame.epics_ts_nsec,
             DataType_RBV=int(frame.data_type),
             ColorMode_RBV=int(color.value) if color is not None and color.defined else 0,
+            Codec_RBV=frame.codec_name, CompressedSize_RBV=frame.compressed_size,
         )
         if dims != self._described_dims:
             self._described_dims = dims
@@ -320,6 +324,8 @@ class FileSaver:
         """One frame, one file (Single mode), through the template writer."""
         try:
             self._ok()
+            if self.p("NumExtraDims"):  # ADCore: a Single-mode open forces NumExtraDims to 0
+                self.post(NumExtraDims=0, NumExtraDims_RBV=0)
             options = self.options(multi_frame=False)
             written, final = self._next_name(swmr=False)
             try:
@@ -361,6 +367,10 @@ class FileSaver:
                         writer.write(frame)
                     except FrameMismatch:
                         self._invalid_frame()
+                    except PositionError as exc:
+                        self._finish(writer)  # what was written is kept, as ADCore does
+                        raise SaverError(f"Error writing file, {exc}; file closed with "
+                                         f"{writer.frames_written} frames") from None
                     remaining -= 1
                     self.post(NumCaptured_RBV=remaining)
             except (WriterError, OSError, ValueError) as exc:
@@ -392,6 +402,9 @@ class FileSaver:
             self.writer.write(frame)
         except FrameMismatch:
             self._invalid_frame()
+            return False
+        except PositionError as exc:
+            self._abort_placement(str(exc))
             return False
         except (WriterError, OSError, ValueError) as exc:
             # ADCore: a write error closes the file and clears Capture.
@@ -430,6 +443,19 @@ class FileSaver:
                 self._remove(self.paths[0])
                 self.paths = None
         self._error(message)
+        self._set_capture(False)
+
+    def _abort_placement(self, reason: str) -> None:
+        """PositionMode: a frame that cannot be placed ends the file and the capture, as in
+        ADCore; the frames written so far stay, in a properly closed file."""
+        writer, self.writer = self.writer, None
+        try:
+            self._finish(writer)
+            kept = f"file closed with {writer.frames_written} frames"
+        except SaverError as exc:
+            kept = str(exc)
+        self.post(SWMRActive_RBV=0)
+        self._error(f"Error writing file, {reason}; {kept}")
         self._set_capture(False)
 
     def _set_capture(self, on: bool) -> None:

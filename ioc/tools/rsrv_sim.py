@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 import time
 
 import numpy as np
@@ -326,6 +327,15 @@ def build(prefix: str, max_x: int, max_y: int, size_x: int, size_y: int, array_t
 
 def rsrv_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
+    pva_only = [name for name, value in (("--codec", getattr(args, "codec", "none") != "none"),
+                                         ("--noise", getattr(args, "noise", 0.0)),
+                                         ("--backlog-mb", getattr(args, "backlog_mb", 0)))
+                if value]
+    if pva_only:
+        print(f"sim --ca-server rsrv: {', '.join(pva_only)} apply to the caproto simulator "
+              "(this stand-in serves Channel Access only, through EPICS base's server)",
+              file=sys.stderr)
+        return 2
     from softioc import asyncio_dispatcher, builder, softioc
 
     dispatcher = asyncio_dispatcher.AsyncioDispatcher()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from ..plugin.pvtable import BY_SUFFIX, PV, Kind
+from ..plugin.pvtable import BY_SUFFIX, EXTRA_DIMS, PV, Kind
 
 # (title, rows); a row is (label, suffix): the widgets follow from the PV table.
 SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
@@ -76,11 +76,19 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("Invalid frames", "InvalidFrames_RBV"),
         ("Driver attributes", "DriverAttributesMessage_RBV"),
     ]),
+    # ADCore's NDFileHDF5_ExtraDims and NDFileHDF5_Positions screens
+    ("Extra dimensions", [("# extra dims", "NumExtraDims"), ("Attr. datasets too", "DimAttDatasets")]
+     + [(f"Size {d}", f"ExtraDimSize{d}") for d in EXTRA_DIMS]
+     + [(f"Chunk {d}", f"ExtraDimChunk{d}") for d in EXTRA_DIMS[1:]]
+     + [(f"Name {d}", f"ExtraDimName{d}_RBV") for d in EXTRA_DIMS]),
+    ("Positions", [("Position mode", "PositionMode")]
+     + [(f"Index attr. {d}", f"PosNameDim{d}") for d in EXTRA_DIMS]
+     + [(f"Index dataset {d}", f"PosIndexDim{d}") for d in EXTRA_DIMS]),
 ]
 # Momentary actions: a button that writes 1 (Capture gets Start and Stop).
 ACTIONS = {"WriteFile": "Save", "FreeCapture": "Free", "FlushNow": "Flush",
            "ProcessPlugin": "Process"}
-COLUMNS = [[0, 1, 6], [2, 3], [4, 5]]  # section indices per screen column
+COLUMNS = [[0, 1, 6], [2, 3], [4, 5], [7], [8]]  # section indices per screen column
 
 ROW_H, LABEL_W, SET_W, RBV_W, GAP = 22, 150, 150, 180, 6
 TITLE_H = 26

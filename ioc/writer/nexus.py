@@ -30,7 +30,8 @@ from ..ndarray import (
     NDAttrType,
     file_attribute_list,
 )
-from . import _write_behind
+from . import _write_behind, codecs
+from .extra_dims import ExtraDims, FramePlacement
 
 __all__ = [
     "BLOSC_COMPRESSORS", "BLOSC_SHUFFLES", "COMPRESSION_LABELS", "Compression",
@@ -90,6 +91,7 @@ class WriterOptions:
     ndattribute_chunk: int = 0  # NDAttributeChunk; 0 = automatic
     swmr: bool = False
     flush_every: int = 0  # NumFramesFlush (SWMR)
+    extra_dims: ExtraDims = ExtraDims()  # NumExtraDims, ExtraDim*, PositionMode, Pos*, DimAtt
     hostname: str = socket.gethostname()
     creator: str = f"nexus-writer-ioc {__version__}"
 
@@ -253,7 +255,7 @@ class _AttributeDataset:
         else:
             self.layout_attributes = ()
 
-    def append(self, attribute: NDAttribute) -> None:
+    def append(self, attribute: NDAttribute, offsets=None) -> None:
         if self.dtype is NDAttrType.Undefined or not attribute.defined:
             return
         if self.dtype is NDAttrType.String:
@@ -322,8 +324,15 @@ class NexusWriter:
             self._last_attrs = self._open_attrs
             self._detectors: dict[str, h5py.Dataset] = {}
             self._direct: set[str] = set()
+            self._codec_direct: set[str] = set()
             self._det_counts: dict[str, int] = {}
             self._default_detector = default_detector.path
+            self._placement = FramePlacement(
+                self.options.extra_dims,
+                self.options.extra_dims.plan(self.options.num_capture, self.options.frames_chunks),
+                default_detector.path)
+            if self.options.multi_frame:
+                self.warnings += self.options.extra_dims.unused_index_names()
             self._close_attributes: list[tuple[h5py.HLObject, Attribute]] = []
             self._build_group(self.file, layout.root, first)
             self._create_attribute_datasets()
@@ -372,13 +381,10 @@ class NexusWriter:
         frame_shape = self._frame_shape
         chunks = tuple(reversed(effective_chunks(first.dims, self.options)))
         if self.options.multi_frame:
-            limit = self.options.num_capture if self.options.num_capture > 0 else None
-            frames_chunk = max(1, self.options.frames_chunks)
-            if limit is not None:
-                frames_chunk = min(frames_chunk, limit)
-            shape = (1, *frame_shape)
-            maxshape = (limit, *frame_shape)
-            chunks = (frames_chunk, *chunks)
+            plan = self._placement.plan  # the extra dimensions' leading axes (extra_dims)
+            shape = (1,) * plan.rank + frame_shape
+            maxshape = (*plan.maxshape, *frame_shape)
+            chunks = (*plan.chunks, *chunks)
         else:
             shape = maxshape = frame_shape
         ds = h5group.create_dataset(
@@ -400,9 +406,11 @@ class NexusWriter:
         self._det_counts[dataset.path] = 0
         # One uncompressed chunk per frame: the frame's bytes are the chunk, written
         # with H5Dwrite_chunk (as ADCore does when dims and codec match one chunk).
-        frame_chunk = (1, *frame_shape) if self.options.multi_frame else frame_shape
+        frame_chunk = shape if self.options.multi_frame else frame_shape
         if not self._compression and chunks == frame_chunk:
             self._direct.add(dataset.path)
+        if self._compression and chunks == frame_chunk:
+            self._codec_direct.add(dataset.path)  # pre-compressed frames of a matching codec
 
     def _fill_value(self):
         value = self.options.fill_value
@@ -454,7 +462,7 @@ class NexusWriter:
                 self.warnings.append(f"NDAttribute {name!r}: {placement.path} is the "
                                      "performance dataset; not stored")
                 continue
-            holder = _AttributeDataset(group, placement, attribute, chunk)
+            holder = self._attribute_holder(group, placement, attribute, chunk)
             self._apply_attributes(holder.ds, holder.layout_attributes)
             if placement.when is When.OPEN:
                 holder.append(attribute)
@@ -464,6 +472,25 @@ class NexusWriter:
         self._attr_datasets.sort(key=lambda h: h.name == "NDArrayUniqueId")
         if default is not None and self.options.hostname:
             set_string_attribute(self.file[default.path], "hostname", self.options.hostname)
+
+    def _attribute_holder(self, group: h5py.Group, placement: Placement, attribute: NDAttribute,
+                          chunk: int):
+        """A 1-D NDAttribute dataset, or one shaped like the scan (DimAttDatasets, PosIndexDim)."""
+        dims = self.options.extra_dims
+        if not dims.dim_att_datasets:
+            return _AttributeDataset(group, placement, attribute, chunk)
+        from .scan_attributes import ScanAttributeDataset  # it builds on this module
+
+        multi = self.options.multi_frame
+        index_dim = dims.index_dim(attribute.name) if multi else None
+        if index_dim is not None:
+            axis = self._placement.plan.dims.index(index_dim)
+            return ScanAttributeDataset(group, placement, attribute, index_axis=axis, chunk=chunk)
+        itemsize = ATTRIBUTE_STRING_SIZE if attribute.dtype is NDAttrType.String else 8
+        leading = dims.attribute_chunks(self.options.num_capture, self.options.ndattribute_chunk,
+                                        itemsize)
+        return ScanAttributeDataset(group, placement, attribute, leading=leading if multi else (),
+                                    multi_frame=multi)
 
     def _write_root_attributes(self, file_name: str) -> None:
         root = self.file
@@ -509,28 +536,44 @@ class NexusWriter:
         values = file_attribute_list(frame) if self.options.store_attributes else {}
         path = self._destination(values)
         ds = self._detectors[path]
-        if data.dtype.byteorder == ">" or not data.flags.c_contiguous:
+        chunk = None
+        if frame.codec is not None:
+            chunk = self._codec_chunk(frame, path)
+            if chunk is None:  # another codec than the file's: decompress, write as configured
+                try:
+                    data = codecs.decoded(frame).data
+                except codecs.CodecError as exc:
+                    raise FrameMismatch(str(exc)) from None
+        if chunk is None and (data.dtype.byteorder == ">" or not data.flags.c_contiguous):
             data = np.ascontiguousarray(data, dtype=self._frame_dtype)
+        direct = chunk is not None or path in self._direct
+        if chunk is None and direct:
+            chunk = memoryview(data).cast("B")
+        offsets = None
         if self.options.multi_frame:
-            index = self._det_counts[path]
-            if index > 0:
-                ds.resize(index + 1, axis=0)
-            if path in self._direct:
-                ds.id.write_direct_chunk((index,) + (0,) * data.ndim, memoryview(data).cast("B"))
+            # Where it goes (PositionMode labels or the next position); a frame that cannot
+            # be placed raises PositionError before anything of it is written.
+            offsets = self._placement.locate(path, frame.unique_id, frame.attributes)
+            if self._placement.take(path, offsets):
+                ds.resize(self._placement.extent(path) + data.shape)
+            if direct:
+                ds.id.write_direct_chunk(offsets + (0,) * data.ndim, chunk)
             else:
-                ds[index] = data
-        elif path in self._direct:
-            ds.id.write_direct_chunk((0,) * data.ndim, memoryview(data).cast("B"))
+                ds[offsets] = data
+        elif direct:
+            ds.id.write_direct_chunk((0,) * data.ndim, chunk)
         else:
             ds[...] = data
         self._det_counts[path] += 1
-        self._unadvised += data.nbytes
+        self._unadvised += len(chunk) if chunk is not None else data.nbytes
         if self._unadvised >= _write_behind.STREAM_EVERY and self._fd is not None:
             self._unadvised = 0
             _write_behind.advise(self._fd)
-        for holder in self._attr_datasets:
-            if holder.when is When.FRAME and holder.name in values:
-                holder.append(values[holder.name])
+        # DimAttDatasets: values are recorded only for frames of the default dataset (ADCore).
+        if not self.options.extra_dims.dim_att_datasets or path == self._default_detector:
+            for holder in self._attr_datasets:
+                if holder.when is When.FRAME and holder.name in values:
+                    holder.append(values[holder.name], offsets)
         if values:
             self._last_attrs = values
         self.frames_written += 1
@@ -540,6 +583,28 @@ class NexusWriter:
             every = self.options.flush_every or self.options.frames_chunks
             if every and self.frames_written % every == 0:
                 self.flush()
+
+    def _codec_chunk(self, frame: NDArray, path: str):
+        """The chunk to write unchanged for a pre-compressed frame whose codec is the file's
+        Compression (one chunk per frame), or None when it must be decompressed."""
+        if path not in self._codec_direct or frame.data.dtype.newbyteorder("=") != \
+                self._frame_dtype.newbyteorder("="):
+            return None
+        name, options = frame.codec.name, self.options
+        try:
+            if name == "blosc":
+                compressor, shuffle, typesize = codecs.blosc_settings(frame.codec.payload)
+                wanted = {options.blosc_compressor, 1 if options.blosc_compressor == 2
+                          else options.blosc_compressor}  # lz4hc frames read as lz4
+                if options.compression != Compression.BLOSC or compressor not in wanted or \
+                        shuffle != options.blosc_shuffle or typesize != self._frame_dtype.itemsize:
+                    return None
+            elif (name, options.compression) not in (("lz4", Compression.LZ4),
+                                                     ("bslz4", Compression.BSLZ4)):
+                return None
+            return codecs.chunk_bytes(frame)
+        except codecs.CodecError:
+            return None
 
     def _destination(self, values: dict[str, NDAttribute]) -> str:
         name = self.layout.data_destination

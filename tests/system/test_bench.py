@@ -35,4 +35,11 @@ def test_bench_quick_runs_and_reports(tmp_path):
     assert summary["rsrv_ca_ceiling_fps"] >= 15 and summary["rsrv_stream_fps"] >= 15
     for row in report["rows"]:
         assert "MISLABELLED" not in row.get("note", "")  # pixels checked against their ids
+    # the pvAccess rows: the PVA ceiling, end to end against it, compressed frames
+    assert summary["pva_ceiling_fps"] >= 10
+    assert summary["pva_single_autosave_fps"] >= 10 and summary["pva_stream_fps"] >= 10
+    assert 1.5 < summary["pva_bslz4_ratio"] < 10  # ramp + Poisson noise, bitshuffle/LZ4
+    assert {"PVA transport alone (sim -> PVA client)", "end to end over PVA (single)",
+            "end to end over PVA (stream)", "end to end over PVA, bslz4 frames (stream)"} <= tests
+    assert all(row["lost"] == 0 for row in report["rows"] if "PVA" in row["test"])
     assert list(tmp_path.iterdir()) == []  # it cleans up after itself
