@@ -1,8 +1,8 @@
 """Acceptance: unmodified ophyd (SingleTrigger + SimDetector + HDF5Plugin_V34 +
 FileStoreHDF5IterativeWrite), 1024x1024 frames, 5 triggers then unstage, 20 runs, over
-Channel Access against EPICS base's own server: 100 frames in 20 files, none missing,
-in order.  (unstage puts Capture=0 the moment the last Acquire completes: the frames
-still on their way must get in.)"""
+Channel Access against EPICS base's own server and over pvAccess: 100 frames in 20 files,
+none missing, in order.  (unstage puts Capture=0 the moment the last Acquire completes:
+the frames still on their way must get in.)"""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest_rsrv import RP
 from ioc_harness import wait_for
+from system_setup import P
 
 from ioc.tools.sim import expected_pixels
 
@@ -37,13 +38,19 @@ def make_detector(prefix: str, tmp_path):
     return det
 
 
-def test_ophyd_20_runs_of_5_triggers_keep_every_frame(rsrv, tmp_path):
-    s = rsrv
-    s.reset(tmp_path)
+@pytest.mark.parametrize("transport", ["ca", "pva"])
+def test_ophyd_20_runs_of_5_triggers_keep_every_frame(transport, request, tmp_path):
+    """CA: the detector served by EPICS base's CA server (``sim --ca-server rsrv``); PVA:
+    the simulator's ``Pva1:Image`` read by the writer (``--source pva://...``)."""
+    if transport == "ca":
+        s, prefix = request.getfixturevalue("rsrv"), RP
+        s.reset(tmp_path)
+    else:
+        s, prefix = request.getfixturevalue("pva_ready"), P
     s.cam_put("SizeX", SIZE[0])
     s.cam_put("SizeY", SIZE[1])
     s.cam_put("NumImages", 1)
-    det = make_detector(RP, tmp_path)
+    det = make_detector(prefix, tmp_path)
     det.hdf1.warmup()  # ophyd's own priming (the stand-in has made no frame yet)
     # (a 20 ms exposure: ophyd's trigger() returns None when acquisition ends before it
     # returns its status)
