@@ -20,7 +20,7 @@ from system_setup import Setup
 RP = "RS:"
 RW = RP + "HDF1:"
 RCAM = RP + "cam1:"
-PORTS = ("NOWHERE=NO:SUCH:image1:", f"SAME={RP}image1:")
+PORTS = ("NOWHERE=NO:SUCH:image1:", f"SAME={RP}image1:", "OVERPVA=pva://NO:SUCH:Pva1:Image")
 
 
 @dataclass

@@ -163,6 +163,9 @@ def test_ndarray_port_selects_the_source(rready, tmp_path):
     assert s.get("SourcePrefix_RBV") == "NO:SUCH:image1:"
     wait_for(lambda: s.get("SourceConnected_RBV") == "Disconnected", 20)
     s.put("NDArrayPort", "NOWHERE")  # the value it holds: accepted again (ophyd's unstage)
+    s.put("NDArrayPort", "OVERPVA")  # another transport
+    assert s.get("SourcePrefix_RBV") == "pva://NO:SUCH:Pva1:Image"
+    assert s.get("NDArrayPort_RBV") == "OVERPVA"
     s.put("NDArrayPort", "SIM1")
     wait_for(lambda: s.get("SourceConnected_RBV") == "Connected", 30)
     assert s.get("SourcePrefix_RBV") == RP + "image1:"
