@@ -18,7 +18,8 @@ import numpy as np
 from caproto import ChannelType
 
 from ..layout.ndattributes import AttributeDef, AttrKind
-from ..ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, NDDataType
+from ..ndarray import NDArray, NDAttribute, NDAttrType
+from .ca_frames import FramePairing, Pending, build_frame
 from .frame_params import FRAME_PARAMS
 
 log = logging.getLogger(__name__)
@@ -60,22 +61,6 @@ _NATIVE_TYPES = {
 _META = ("NDimensions_RBV", "ArraySize0_RBV", "ArraySize1_RBV", "ArraySize2_RBV",
          "DataType_RBV", "ColorMode_RBV", "UniqueId_RBV", "TimeStamp_RBV",
          "EpicsTSSec_RBV", "EpicsTSNsec_RBV", "ArrayCounter_RBV")
-
-
-def _same_pixels(a, b) -> bool:
-    """Two ArrayData updates with the same pixels (a sample first: cheap when not)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        return False
-    step = max(a.size // 1024, 1)
-    return bool(np.array_equal(a[::step], b[::step]) and np.array_equal(a, b))
-
-
-def _posted(value, meta: dict, suffix: str):
-    """A frame's scalar: posted with it, else the last value posted (unchanged since)."""
-    if value is None:
-        value = meta.get(suffix)
-    return value or 0
 
 
 def _scalar(response):
@@ -248,49 +233,17 @@ def add_attributes(frame: NDArray, *samplers) -> NDArray:
 
 # -- the image ------------------------------------------------------------------
 
-class _Pending:
-    __slots__ = ("data", "uid", "timestamp", "sec", "nsec", "received", "updated",
-                 "counter", "doubt", "several")
-
-    def __init__(self, data):
-        self.data = data
-        self.uid = None
-        self.counter = None  # the image plugin's ArrayCounter_RBV posted with it
-        self.doubt: str | None = None  # why its pixels may not be this frame's
-        self.several = False  # several frames' scalars came after its ArrayData
-        # None: not posted with this frame (an IOC posts a value only when it changes,
-        # e.g. EpicsTSSec_RBV once a second): the last value posted is this frame's too
-        self.timestamp = None
-        self.sec = None
-        self.nsec = None
-        self.received = time.monotonic()
-        self.updated = 0.0  # when its last scalar came
-
-
 class CAImageSource:
     """Rebuilds NDArrays from an NDStdArrays plugin (reference §4.3).
 
-    ADCore posts a frame's dimensions first (when they change), then ArrayData,
-    then ArrayCounter/UniqueId, the type/colour scalars and the timestamps.  A frame
-    is complete when the next ArrayData arrives, or 50 ms after its last scalar.
-
-    EPICS base's server (RSRV) queues scalar updates but sends an array by reference,
-    read when it is sent, and keeps at most one array update per subscription queued;
-    for a lagging client it also replaces queued updates.  So ArrayData can carry a
-    later frame's pixels than the scalars that follow it.  A frame is used only when
-    its pairing is certain as far as the wire shows: exactly one UniqueId and one
-    image-plugin ArrayCounter_RBV after its ArrayData (or several, when no ArrayData
-    follows: then the pixels are the newest frame's, whose scalars came last), each
-    counter one more than the previous one (the plugin counts every frame it posts,
-    whatever the UniqueIds do), and, while frames are being lost, not the same pixels
-    as the next update.  Otherwise it is not written and counts as skipped, as does
-    data whose UniqueId never arrives.  What the wire cannot show (the array read a
-    moment after the next frame replaced it, the next update newer still) remains
-    possible for a client that lags; pvAccess sends each frame whole.
+    Which updates make a frame, and whether its pixels surely are its own, is
+    ``ca_frames.FramePairing``'s to say (EPICS base's server sends an array as it is when
+    sent, after the scalars of frames posted meanwhile were queued).  A frame is
+    complete when the next ArrayData arrives, or 50 ms after its last scalar.  A frame
+    whose pairing is not certain, or whose UniqueId never arrives, is not used and
+    counts as skipped.
     """
 
-    FINISH_AFTER = 0.05
-    LAG_WINDOW = 2.0  # s after a lost or unused frame during which same pixels are doubted
     PIPELINE_GRACE = 0.5  # s: how long ``latest_unique_id`` lets the image plugin catch up
 
     def __init__(self, prefix: str, on_frame: Callable[[NDArray], None], *,
@@ -316,17 +269,12 @@ class CAImageSource:
         # (the receiver process hands out shared-memory slots), or None for new memory.
         self.allocate = allocate
         self.meta: dict[str, object] = {}
-        self.pending: _Pending | None = None
+        self.pairing = FramePairing()
         self.last_uid: int | None = None
         self.skipped = 0
         self.duplicates = 0
         self.doubtful = 0  # frames not used: their pixels could not be paired for sure
         self._doubt_logged = float("-inf")
-        # Frames were lost or not used lately: the link lags, and an array may then be
-        # read after the next frame replaced it; consecutive updates with the same
-        # pixels are doubted then (only then: a detector may send identical frames)
-        self._lagging_until = float("-inf")
-        self._last_counter = None
         self._lock = threading.RLock()
         self._subs: list = []
         self._callbacks: list = []
@@ -356,7 +304,7 @@ class CAImageSource:
         with self._lock:
             self.prefix = prefix
             self.meta = {}
-            self.pending = None
+            self.pairing.reset()
             self.last_uid = None
         self._subscribe()
 
@@ -409,7 +357,7 @@ class CAImageSource:
                 # were away (new: kept), or, from a restarted IOC, no frame at all
                 # (UniqueId 0: ignored).
                 with self._lock:
-                    self.pending = None
+                    self.pairing.reset()
         self.on_status({"connected": self.connected})
 
     def _mark_live(self, name: str) -> None:
@@ -436,12 +384,15 @@ class CAImageSource:
             return None
         with self._lock:
             meta = {**self.meta, **values}
-        pending = _Pending(response.data)
+        pending = Pending(response.data)
         pending.uid = values.get("UniqueId_RBV") or 0
         pending.timestamp = values.get("TimeStamp_RBV") or 0.0
         pending.sec = values.get("EpicsTSSec_RBV") or 0
         pending.nsec = values.get("EpicsTSNsec_RBV") or 0
-        return self._build(pending, meta, quiet=True)
+        frame = build_frame(pending, meta, on_error=lambda message: None)
+        if frame is not None:
+            add_attributes(frame, self.driver_attributes, self.attributes)
+        return frame
 
     def latest_unique_id(self, timeout: float = 1.0) -> int | None:
         """The UniqueId of the newest frame the source has finished, read now (not from a
@@ -481,15 +432,7 @@ class CAImageSource:
                 log.info("ArrayData: skipping the value held at (re)connection (%d elements)",
                          len(response.data))
                 return
-            pending = self.pending
-            if pending is not None:
-                if pending.doubt is None and time.monotonic() < self._lagging_until and \
-                        _same_pixels(pending.data, response.data):
-                    # RSRV read the previous update's array after this frame had replaced
-                    # it (the server was blocked sending to us, a client that lags)
-                    pending.doubt = "the next ArrayData update had the same pixels"
-                self._finish()
-            self.pending = _Pending(response.data)
+            self._finish(self.pairing.array(response.data))
 
     def _meta_callback(self, suffix: str):
         def callback(sub, response):
@@ -497,68 +440,18 @@ class CAImageSource:
             with self._lock:
                 value = _scalar(response)
                 self.meta[suffix] = value
-                if suffix == "ArrayCounter_RBV":
-                    self._on_counter(value)
-                    return
-                pending = self.pending
-                if pending is None:
-                    return
-                if suffix == "UniqueId_RBV":
-                    if pending.uid is not None:
-                        # RSRV sent one ArrayData update for several frames (an array is
-                        # read when sent, the scalars were queued): see _finish.  It
-                        # follows the newest frame's scalars.
-                        pending.several = True
-                    pending.uid = value
-                elif pending.uid is None:
-                    return
-                elif suffix == "TimeStamp_RBV":
-                    pending.timestamp = value
-                elif suffix == "EpicsTSSec_RBV":
-                    pending.sec = value
-                elif suffix == "EpicsTSNsec_RBV":
-                    pending.nsec = value
-                # Not finished at its last scalar: another frame's scalars may follow
-                # before the next ArrayData (then its pixels are not for sure this frame's)
-                pending.updated = time.monotonic()
+                self.pairing.scalar(suffix, value)
         return callback
-
-    def _on_counter(self, value) -> None:
-        """The image plugin's ArrayCounter_RBV goes up by one for every frame it posts,
-        whatever the UniqueIds do: a jump means updates were lost on the way (RSRV
-        replaces queued updates for a lagging client), and then the scalars that follow
-        an ArrayData update need not be its frame's."""
-        previous, self._last_counter = self._last_counter, value
-        pending = self.pending
-        if pending is None:
-            return
-        if pending.counter is not None:
-            pending.several = True
-        pending.counter = value
-        pending.updated = time.monotonic()
-        if previous is not None and value != previous + 1 and pending.doubt is None:
-            pending.doubt = (f"the image plugin's ArrayCounter_RBV went {previous} -> {value}: "
-                             "updates were lost on the way")
 
     def _finish_late(self) -> None:
         while not self._stop.wait(0.01):
             with self._lock:
-                p = self.pending
-                if p is not None and p.uid is not None and \
-                        time.monotonic() - p.updated > self.FINISH_AFTER:
-                    self._finish(last=True)
+                self._finish(self.pairing.quiet())
 
-    def _finish(self, last: bool = False) -> None:
-        """``last``: no ArrayData update came after it (the source has gone quiet)."""
-        pending, self.pending = self.pending, None
+    def _finish(self, pending: Pending | None) -> None:
+        """Hand a finished frame over (or only its id), or count it as not used."""
         if pending is None:
             return
-        if pending.several and not last and pending.doubt is None:
-            # The array was read when sent: by then it held the newest frame posted, and
-            # a frame posted after that would have queued another array update, here
-            # the next one.  With none after it (the source went quiet) the pixels are
-            # the last frame's; with one, they may be any of them, or the next's.
-            pending.doubt = "several frames' scalars followed one ArrayData update"
         if pending.uid is None:
             # Its UniqueId never came (the server dropped that update): a frame we
             # cannot identify is not written; the UniqueId gap counts it as skipped.
@@ -567,8 +460,6 @@ class CAImageSource:
         uid = int(pending.uid)
         if uid == 0:
             return  # what a detector IOC holds before its first frame
-        if pending.doubt is None and pending.counter is None:
-            pending.doubt = "its ArrayCounter_RBV update never came"
         if pending.doubt is not None:
             # Not written under a UniqueId its pixels may not have: counted as skipped
             # (SourceSkipped_RBV), as a frame that never arrived.
@@ -580,16 +471,17 @@ class CAImageSource:
             if self._track(uid):
                 self.on_frame(uid)
             return
-        frame = self._build(pending, self.meta, allocate=self.allocate)
+        frame = build_frame(pending, self.meta, self.on_error, allocate=self.allocate)
         if frame is None:
             return
+        add_attributes(frame, self.driver_attributes, self.attributes)
         if self._track(uid):
             self.on_frame(frame)
 
     def _not_used(self, uid: int, why: str) -> None:
         self.doubtful += 1
+        self.pairing.lagging()
         now = time.monotonic()
-        self._lagging_until = now + self.LAG_WINDOW
         if now - self._doubt_logged > 1.0:
             self._doubt_logged = now
             log.warning("frame %d not used (%d so far): %s", uid, self.doubtful, why)
@@ -610,52 +502,9 @@ class CAImageSource:
                 self.on_status({"duplicates": self.duplicates})
                 return False
             if uid > self.last_uid + 1:
-                self._lagging_until = time.monotonic() + self.LAG_WINDOW
+                self.pairing.lagging()
                 log.warning("frames %d..%d never arrived", self.last_uid + 1, uid - 1)
                 self.skipped += uid - self.last_uid - 1
                 self.on_status({"skipped": self.skipped})
         self.last_uid = uid
         return True
-
-    def _build(self, pending: _Pending, meta: dict, quiet: bool = False,
-               allocate: Callable[[int], np.ndarray | None] | None = None) -> NDArray | None:
-        ndims = int(meta.get("NDimensions_RBV") or 0)
-        dims = [int(meta.get(f"ArraySize{i}_RBV") or 0) for i in range(min(ndims, 3))]
-        if ndims < 1 or ndims > 3 or any(d <= 0 for d in dims):
-            if not quiet:
-                self.on_error(f"frame {pending.uid}: invalid dimensions {dims} "
-                              f"(NDimensions={ndims})")
-            return None
-        count = int(np.prod(dims))
-        raw = np.asarray(pending.data)
-        if raw.size < count:
-            if not quiet:
-                self.on_error(f"frame {pending.uid}: ArrayData holds {raw.size} elements, "
-                              f"its dimensions {dims} need {count}; frame rejected")
-            return None
-        try:
-            target = NDDataType(int(meta.get("DataType_RBV") or 0)).numpy
-        except ValueError:
-            target = raw.dtype.newbyteorder("<")
-        # Exactly one copy: little-endian (caproto's client hands out big-endian views of
-        # its receive buffer, which must not stay pinned by a queued frame).
-        wire = raw.dtype.newbyteorder("<")
-        reinterpret = wire.itemsize == target.itemsize and wire.kind in "iu" and target.kind in "iu"
-        stored = wire if reinterpret else target  # e.g. SHORT carrying UInt16: copy, then view
-        out = allocate(count * stored.itemsize) if allocate is not None else None
-        if out is None:
-            data = np.array(raw[:count], dtype=stored)
-        else:
-            data = out.view(stored)
-            np.copyto(data, raw[:count], casting="unsafe")
-        data = data.view(target).reshape(tuple(reversed(dims)))
-        color = int(meta.get("ColorMode_RBV") or 0)
-        attrs = {"ColorMode": NDAttribute("ColorMode", color, NDAttrType.Int32, "Color mode",
-                                          "Driver", NDAttrSource.DRIVER)}
-        frame = NDArray(data=data, unique_id=int(pending.uid or 0),
-                        timestamp=float(_posted(pending.timestamp, meta, "TimeStamp_RBV")),
-                        epics_ts_sec=int(_posted(pending.sec, meta, "EpicsTSSec_RBV")),
-                        epics_ts_nsec=int(_posted(pending.nsec, meta, "EpicsTSNsec_RBV")),
-                        attributes=attrs)
-        add_attributes(frame, self.driver_attributes, self.attributes)
-        return frame

@@ -49,7 +49,7 @@ class Replay:
 
     def finish(self):
         """The source goes quiet: the last update is finished by the timer."""
-        self.source._finish(last=True)
+        self.source._finish(self.source.pairing.take(last=True))
         return [(f.unique_id, int(f.data[0, 0])) for f in self.frames]
 
 
