@@ -68,6 +68,10 @@ class FramePairing:
     """The frame being assembled; not thread-safe (the source holds its lock)."""
 
     FINISH_AFTER = 0.05  # s after its last scalar, a frame with no ArrayData after it is done
+    # ... or after this long if its EpicsTSNsec_RBV (the last scalar posted) has not come:
+    # on a busy machine the rest of a frame's scalars (NDimensions_RBV of a first frame)
+    # can come later than 50 ms
+    INCOMPLETE_AFTER = 0.5
     LAG_WINDOW = 2.0  # s after a lost or unused frame during which same pixels are doubted
 
     def __init__(self):
@@ -146,8 +150,10 @@ class FramePairing:
     def quiet(self) -> Pending | None:
         """The frame, finished, if the source has been quiet since its last scalar."""
         p = self.pending
-        if p is not None and p.uid is not None and \
-                time.monotonic() - p.updated > self.FINISH_AFTER:
+        if p is None or p.uid is None:
+            return None
+        wait = self.FINISH_AFTER if p.nsec is not None else self.INCOMPLETE_AFTER
+        if time.monotonic() - p.updated > wait:
             return self.take(last=True)
         return None
 
