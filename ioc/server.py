@@ -157,6 +157,10 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
 
 def serve_main(args: argparse.Namespace) -> int:
+    if getattr(args, "workers_listen", None):  # writer workers write the frames
+        from .plugin.workers.serve import serve_coordinator
+
+        return serve_coordinator(args)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .sources._malloc import keep_frame_buffers

@@ -315,6 +315,14 @@ def _extension() -> list[PV]:
     t += ro("DriverAttributesMessage_RBV", Kind.CHAR, "waveform", "", nelm=256,
             doc="the driver's NDAttributesFile (under --cam), evaluated here for CA sources: "
             "how many attributes, or why none")
+    t += ro("Workers_RBV", Kind.LONG, "longin", 0,
+            doc="writer workers connected (serve --workers-listen); 0 when this IOC writes "
+            "the frames itself")
+    t += ro("WorkersMessage_RBV", Kind.CHAR, "waveform", "", nelm=256,
+            doc="the writer workers and what each wrote in the current capture")
+    t += ro("MissingFrames_RBV", Kind.LONG, "longin", 0,
+            doc="frames of the last capture's UniqueId range that no worker wrote (read as "
+            "the fill value in the master file, listed in it)")
     return t
 
 

@@ -41,6 +41,7 @@ class TransportSource:
                 from . import _caproto_recv
 
                 _caproto_recv.install()
+            kwargs.pop("request_options", None)  # pvAccess only
             self.source = CAImageSource(name, self.on_frame, driver_prefix=self.driver_prefix,
                                         **kwargs)
         self.transport = transport

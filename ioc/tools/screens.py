@@ -73,7 +73,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Source (nexus-writer-ioc)", [
         ("Source prefix", "SourcePrefix"), ("Connection", "SourceConnected_RBV"),
         ("Frames skipped", "SourceSkipped_RBV"), ("Duplicates", "SourceDuplicates_RBV"),
-        ("Invalid frames", "InvalidFrames_RBV"),
+        ("Invalid frames", "InvalidFrames_RBV"), ("Writer workers", "Workers_RBV"),
+        ("Workers", "WorkersMessage_RBV"), ("Missing frames", "MissingFrames_RBV"),
         ("Driver attributes", "DriverAttributesMessage_RBV"),
     ]),
     # ADCore's NDFileHDF5_ExtraDims and NDFileHDF5_Positions screens
