@@ -20,6 +20,7 @@ from system_setup import Setup
 RP = "RS:"
 RW = RP + "HDF1:"
 RCAM = RP + "cam1:"
+PP = "PA:"  # the caproto simulator read over pvAccess, for tests that also use libca clients
 PORTS = ("NOWHERE=NO:SUCH:image1:", f"SAME={RP}image1:", "OVERPVA=pva://NO:SUCH:Pva1:Image")
 
 
@@ -73,6 +74,45 @@ def rsrv(ca_env, tmp_path_factory) -> RsrvSetup:
         wait_for(lambda: _quiet_get(setup, "SourceConnected_RBV") == "Connected", 90,
                  what="writer connected to the RSRV stand-in")
         wait_for(lambda: setup.get("NDArrayPort_RBV") == "SIM1", 30, what="the driver's port")
+        yield setup
+    finally:
+        client.close()
+        writer.stop()
+        sim.stop()
+
+
+@dataclass
+class PvaSetup(Setup):
+    """``Setup``'s helpers on the pvAccess pair's prefixes."""
+
+    def put(self, suffix: str, value, **kw):
+        return self.client.put(PP + "HDF1:" + suffix, value, **kw)
+
+    def get(self, suffix: str, **kw):
+        return self.client.get(PP + "HDF1:" + suffix, **kw)
+
+    def cam_put(self, suffix: str, value, **kw):
+        return self.client.put(PP + "cam1:" + suffix, value, **kw)
+
+    def cam_get(self, suffix: str, **kw):
+        return self.client.get(PP + "cam1:" + suffix, **kw)
+
+
+@pytest.fixture(scope="module")
+def pva_fresh(ca_env, tmp_path_factory) -> PvaSetup:
+    """The simulator and a writer reading its ``Pva1:Image`` over pvAccess, under names no
+    earlier module used: libca (pyepics, ophyd) reconnects a name whose server went away
+    only after its search back-off, which can outlast a test's timeouts."""
+    logs = tmp_path_factory.mktemp("logs")
+    sim = IOCProcess(["sim", "--prefix", PP, "--size", "64", "48", "--max-size", "1024", "1024"],
+                     ca_env.server_env(0), logs / "sim.log")
+    writer = IOCProcess(["serve", "--prefix", PP + "HDF1:", "--source", f"pva://{PP}Pva1:Image",
+                         "--cam", PP + "cam1:"], ca_env.server_env(1), logs / "writer.log")
+    client = Client()
+    setup = PvaSetup(client, ca_env, sim, writer, logs)
+    try:
+        wait_for(lambda: _quiet_get(setup, "SourceConnected_RBV") == "Connected", 90,
+                 what="writer connected to the simulator over pvAccess")
         yield setup
     finally:
         client.close()
