@@ -39,6 +39,9 @@ def add_serve_parser(sub) -> None:
                    "PROC1=13SIM1:image2:); repeatable.  The driver's PortName_RBV (--cam) "
                    "names the --source")
     p.add_argument("--list-pvs", action="store_true", help="print the PVs served, then serve")
+    p.add_argument("--max-memory", type=float, default=None, metavar="MB",
+                   help="memory for the frames the IOC holds (input queue and Capture "
+                   "buffer), shown in PoolMaxMem; default: half of this machine's memory")
     p.add_argument("-v", "--verbose", action="count", default=0)
     w = p.add_argument_group(
         "writer workers", "with --workers-listen this IOC writes no frames itself: writer "
@@ -158,6 +161,11 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="stream for this long; report RSS and open files at start and end")
     p.add_argument("--soak-rate", type=float, default=100.0, help="frames/s during --soak")
+    p.add_argument("--soak-flood", type=float, default=0.0, metavar="SECONDS",
+                   help="during --soak (which also makes one refused put per second): a flood "
+                   "of refused puts for this long in the middle, reads timed throughout")
+    p.add_argument("--soak-flood-rate", type=float, default=1000.0, metavar="PUTS_PER_S",
+                   help="refused puts per second of --soak-flood")
     p.add_argument("--workers", default="", metavar="N,N,...",
                    help="instead: the aggregate end-to-end rate with N writer workers "
                    "(simulator -> pvapy-mirror-server -> workers -> master file) for each N, "

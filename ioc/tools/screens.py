@@ -76,6 +76,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("Invalid frames", "InvalidFrames_RBV"), ("Writer workers", "Workers_RBV"),
         ("Workers", "WorkersMessage_RBV"), ("Missing frames", "MissingFrames_RBV"),
         ("Driver attributes", "DriverAttributesMessage_RBV"),
+        ("Writer version", "WriterVersion_RBV"),
     ]),
     # ADCore's NDFileHDF5_ExtraDims and NDFileHDF5_Positions screens
     ("Extra dimensions", [("# extra dims", "NumExtraDims"), ("Attr. datasets too", "DimAttDatasets")]

@@ -529,7 +529,14 @@ def sim_main(args: argparse.Namespace) -> int:
     keep_frame_buffers()
 
     import caproto._constants as constants
-    from caproto.server import run
+
+    from ..plugin.ca_server import ServerPortError, run, server_port
+
+    try:
+        server_port()  # EPICS_CAS_SERVER_PORT first, as EPICS base servers
+    except ServerPortError as exc:
+        logging.error("%s", exc)
+        return 2
 
     # caproto keeps ~14 queued updates of a 1-Mpixel waveform per subscriber
     # unless told otherwise; a lagging client would then lose frames.
