@@ -29,6 +29,8 @@ class RsrvSetup(Setup):
     """``Setup``'s helpers on the stand-in's prefixes."""
 
     def put(self, suffix: str, value, **kw):
+        if suffix == "Capture" and value in (1, "Capture") and not kw:
+            return self.client.start_capture(RW)  # a busy record: completes at the end
         return self.client.put(RW + suffix, value, **kw)
 
     def get(self, suffix: str, **kw):
@@ -86,6 +88,8 @@ class PvaSetup(Setup):
     """``Setup``'s helpers on the pvAccess pair's prefixes."""
 
     def put(self, suffix: str, value, **kw):
+        if suffix == "Capture" and value in (1, "Capture") and not kw:
+            return self.client.start_capture(PP + "HDF1:")  # completes at the end
         return self.client.put(PP + "HDF1:" + suffix, value, **kw)
 
     def get(self, suffix: str, **kw):
