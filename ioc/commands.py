@@ -33,6 +33,11 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--keep-page-cache", action="store_true",
                    help="leave written files in the page cache (default: write them back at "
                    "once and drop them from memory soon after: faster, steadier)")
+    p.add_argument("--port", action="append", default=[], metavar="NAME=SOURCE",
+                   type=lambda spec: _lazy("sources.ports", "parse_port")(spec),
+                   help="an NDArrayPort name and the source it selects (e.g. "
+                   "PROC1=13SIM1:image2:); repeatable.  The driver's PortName_RBV (--cam) "
+                   "names the --source")
     p.add_argument("--list-pvs", action="store_true", help="print the PVs served, then serve")
     p.add_argument("--max-memory", type=float, default=None, metavar="MB",
                    help="memory for the frames the IOC holds (input queue and Capture "
@@ -106,9 +111,19 @@ def add_sim_parser(sub) -> None:
                    "lags further loses the oldest")
     p.add_argument("--no-pva", action="store_true",
                    help="do not serve <prefix>Pva1:Image over pvAccess")
+    p.add_argument("--ca-server", choices=("caproto", "rsrv"), default="caproto",
+                   help="Channel Access server: caproto's (queues 200 updates per client), "
+                   "or EPICS base's RSRV through pythonSoftIOC (what a real IOC does to a "
+                   "lagging client)")
     p.add_argument("--list-pvs", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
-    p.set_defaults(func=lambda args: _lazy('tools.sim', 'sim_main')(args))
+    p.set_defaults(func=_sim_main)
+
+
+def _sim_main(args):
+    if args.ca_server == "rsrv":
+        return _lazy("tools.rsrv_sim", "rsrv_main")(args)
+    return _lazy("tools.sim", "sim_main")(args)
 
 
 def add_demo_parser(sub) -> None:
@@ -140,6 +155,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--codec", choices=("none", "lz4", "bslz4", "blosc"), default="bslz4",
                    help="PVA rows: also stream frames the simulator compresses with this codec "
                    "(with noise), reporting the compression ratio")
+    p.add_argument("--no-rsrv", dest="rsrv", action="store_false",
+                   help="skip the rows against the detector served by EPICS base's CA server "
+                   "(RSRV, what a real areaDetector IOC does to a lagging client)")
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="stream for this long; report RSS and open files at start and end")
     p.add_argument("--soak-rate", type=float, default=100.0, help="frames/s during --soak")

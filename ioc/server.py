@@ -23,24 +23,34 @@ PORT_NAME = "FileHDF1"
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
               queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process",
-              pva_queue: int = 32, max_memory: int | None = None):
+              pva_queue: int = 32, max_memory: int | None = None,
+              ports: dict[str, str] | None = None):
     """Create the PV group, the saver and the image source (not started).
 
     ``source`` is ``ca://PREFIX`` (or a bare PREFIX: an NDStdArrays plugin over Channel
     Access) or ``pva://PVNAME`` (an NDPluginPva NTNDArray).  ``receiver="process"``
     receives images in a child process (frames in shared memory); ``"thread"`` receives
     them in this process (one GIL for everything).  ``max_memory`` (bytes) bounds the
-    frames held (queue and Capture buffer)."""
+    frames held (queue and Capture buffer).  ``ports`` are the NDArrayPort names besides
+    the driver's (``serve --port``)."""
     import h5py
 
     from .plugin.memory import default_limit
     from .sources.ca import AttributeSampler
+    from .sources.driver_attributes import DriverAttributes
     from .sources.frames import parse_source
+    from .sources.ports import PortMap
     from .sources.select import TransportSource
 
     parse_source(source)  # an unknown transport is refused before anything starts
+    for name, spec in (ports or {}).items():
+        try:
+            parse_source(spec)
+        except ValueError as exc:
+            raise ValueError(f"--port {name}={spec}: {exc}") from None
 
     max_memory = max_memory or default_limit()
+    port_map = PortMap(source, ports)
 
     table = with_defaults(
         PluginType_RBV=f"NDFileHDF5 ver{h5py.version.hdf5_version}",
@@ -49,6 +59,7 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         XMLFileName=layout, XMLFileName_RBV=layout,
         NDAttributesFile=attributes, SourcePrefix=source, SourcePrefix_RBV=source,
         PoolMaxMem=max_memory / 1e6,
+        NDArrayPort=port_map.name_of(source), NDArrayPort_RBV=port_map.name_of(source),
     )
     group = make_group_class(table)(prefix=prefix, table=table)
     group.available_compressions = {int(c) for c in available_compressions()}
@@ -64,6 +75,9 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
     context = Context()
     sampler = AttributeSampler(context, cam)
+    driver_attributes = DriverAttributes(
+        context, cam, lambda message: group.post(DriverAttributesMessage_RBV=message[:255]),
+        policy.roots) if cam else None
 
     def on_status(status: dict) -> None:
         if "connected" in status:
@@ -74,6 +88,8 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
             group.post(SourceDuplicates_RBV=status["duplicates"])
         if "message" in status:
             group.post(WriteMessage=str(status["message"])[:255])
+        if "arrived" in status:  # came, but not used (see CAImageSource._not_used)
+            saver.arrived(int(status["arrived"]))
 
     def on_error(message: str) -> None:
         count = int(group.params["InvalidFrames_RBV"]) + 1
@@ -84,16 +100,20 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
         image = ProcessImageSource(source, group.on_frame, on_status=on_status,
                                    on_error=on_error, attributes=sampler, queue_size=queue_size,
-                                   pva_queue=pva_queue)
+                                   pva_queue=pva_queue, driver_attributes=driver_attributes,
+                                   driver_prefix=cam)
         group.on_queue_size = image.set_queue_size
     else:
         image = TransportSource(source, group.on_frame, pva_queue=pva_queue,
                                 accepting=group.accepting, on_status=on_status,
-                                on_error=on_error, attributes=sampler, context=context)
+                                on_error=on_error, attributes=sampler, context=context,
+                                driver_attributes=driver_attributes, driver_prefix=cam)
+    # a stop takes in the frames the source finished before it (plugin/stop_drain.py)
+    saver.latest_unique_id = lambda timeout: image.latest_unique_id(timeout)
 
     def attributes_changed(definitions) -> None:
         # a Stream opened with the last frame records the new attributes (as ADCore)
-        saver.submit("attributes_changed", values=sampler.sample(),
+        saver.submit("attributes_changed", values=sampler.sample(saver.last_frame),
                      names={d.name for d in definitions})
 
     def load(spec: str, macros: str) -> tuple[int, str]:
@@ -116,7 +136,25 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
             group.post(WriteMessage=str(exc)[:255])
             raise
         image.set_prefix(prefix_)
+        port = port_map.name_of(prefix_)
+        group.post(NDArrayPort=port, NDArrayPort_RBV=port)
         _prime_when_connected(image, prime, timeout=5.0)
+
+    def select_port(name: str) -> str | None:
+        """NDArrayPort written: switch to that port's source, or say why not."""
+        new = port_map.source_of(name)
+        if new is None:
+            # the value it holds is accepted again (ophyd's unstage restores it)
+            return None if name == group.params["NDArrayPort"] else port_map.refusal(name)
+        if new != group.params["SourcePrefix"]:
+            group.post(SourcePrefix=new, SourcePrefix_RBV=new)
+            set_source(new)
+        return None
+
+    def on_driver_port(name: str) -> None:
+        port_map.driver_port = name
+        if group.params["SourcePrefix"] == port_map.default_source:
+            group.post(NDArrayPort=name, NDArrayPort_RBV=name)
 
     def prime() -> None:
         frame = image.read_current()
@@ -128,6 +166,9 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
     sampler.on_message = lambda message: group.post(NDAttributesMessage_RBV=message[:255])
     group.on_attributes = load
     group.on_source_prefix = set_source
+    group.on_array_port = select_port
+    group.on_driver_port = on_driver_port  # these two start with the server (serve_main)
+    group.driver_attributes = driver_attributes
     return group, saver, image, context, cam, prime
 
 
@@ -154,9 +195,10 @@ def serve_main(args: argparse.Namespace) -> int:
     try:
         group, saver, image, context, cam, prime = build_ioc(
             args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-            tuple(args.allow_root), args.receiver, args.pva_queue, max_memory)
-    except ValueError as exc:  # an unknown source transport
-        log.error("--source %s: %s", args.source, exc)
+            tuple(args.allow_root), args.receiver, args.pva_queue, max_memory,
+            dict(args.port))
+    except ValueError as exc:  # an unknown source transport (--source, --port)
+        log.error("%s", exc)
         return 2
     if not args.allow_root:
         log.warning("no --allow-root given: any CA client may make this IOC write files "
@@ -178,7 +220,10 @@ def serve_main(args: argparse.Namespace) -> int:
             await group.report_unfinished(str(group.params["FilePath"]))
         await loop.run_in_executor(None, image.start)
         if cam:
-            loop.create_task(_default_port(group, context, cam))
+            from .sources.ports import watch_driver_port
+
+            group.driver_port_watch = watch_driver_port(context, cam, group.on_driver_port)
+            group.driver_attributes.start()
         loop.run_in_executor(None, _prime_when_connected, image, prime)
 
     def terminate(*_):
@@ -199,6 +244,8 @@ def serve_main(args: argparse.Namespace) -> int:
         pass
     finally:
         image.stop()
+        if group.driver_attributes is not None:
+            group.driver_attributes.stop()
         saver.stop()
     return 0
 
@@ -214,23 +261,3 @@ def _prime_when_connected(image, prime, timeout: float = 10.0) -> None:
     else:
         log.warning("source %s not connected after %.0f s; readbacks not primed", image.prefix,
                     timeout)
-
-
-async def _default_port(group, context, cam: str) -> None:
-    """NDArrayPort defaults to the driver's PortName_RBV (read from --cam)."""
-    loop = asyncio.get_running_loop()
-
-    def read() -> str | None:
-        try:
-            (pv,) = context.get_pvs(cam + "PortName_RBV", timeout=5.0)
-            value = pv.read(timeout=5.0).data[0]
-            return value.decode() if isinstance(value, bytes) else str(value)
-        except Exception as exc:  # noqa: BLE001 - the driver may not be up yet
-            log.info("cannot read %sPortName_RBV: %s", cam, exc)
-            return None
-
-    port = await loop.run_in_executor(None, read)
-    if port and not group.params["NDArrayPort"]:
-        group.post(NDArrayPort=port, NDArrayPort_RBV=port)
-
-

@@ -44,6 +44,7 @@ from .naming import (
     template_warnings,
     temporary_name,
 )
+from .stop_drain import STOP_TIMEOUT, Arrivals, take_in_finished
 from .user_paths import UserPaths
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,11 @@ class FileSaver:
         self.on_capture_end: Callable[[int], None] | None = None
         self._thread: threading.Thread | None = None
         self._stop = False
+        # a stop first takes in the frames finished before it (stop_drain.py): the source's
+        # latest_unique_id(timeout), set by the server, and what has arrived so far
+        self.latest_unique_id: Callable[[float], int | None] | None = None
+        self.arrivals = Arrivals()
+        self.stop_timeout = STOP_TIMEOUT
 
     # -- thread plumbing -----------------------------------------------------------
     def start(self) -> None:
@@ -160,6 +166,22 @@ class FileSaver:
 
     def enqueue(self, frame: NDArray) -> bool:
         return self.queue.put_frame(frame)
+
+    def arrived(self, uid: int) -> None:
+        """Any thread: the source delivered frame ``uid`` (after it was queued, or not)."""
+        self.arrivals.note(uid)
+
+    def _take_in_finished(self, what: str) -> tuple[str, bool] | None:
+        return take_in_finished(self.queue, self.process, self.arrivals,
+                                self.latest_unique_id, what, self.stop_timeout)
+
+    def _report_stop(self, note: tuple[str, bool] | None) -> None:
+        if note is not None:
+            message, is_error = note
+            if is_error:
+                self._error(message)
+            else:
+                self.post(WriteMessage=message[:255])
 
     def _run(self) -> None:
         while not self._stop:
@@ -685,10 +707,14 @@ class FileSaver:
         (its end completes the Capture=1 put)."""
         mode = self.p("FileWriteMode")
         if not on:
+            note = None
+            if self.capturing and mode in (STREAM, CAPTURE):
+                note = self._take_in_finished("Capture=0")
             if mode == STREAM:
                 self.lazy_pending = False
                 self._close_stream()
             self._set_capture(False)
+            self._report_stop(note)
             return self.capture_serial
         self._ok()  # NDPluginFile::writeInt32 clears the status when Capture is set
         if mode == SINGLE:
@@ -725,6 +751,10 @@ class FileSaver:
 
     def cmd_write_file(self) -> None:
         mode = self.p("FileWriteMode")
+        note = None
+        if mode == SINGLE or (mode == CAPTURE and self.capturing):
+            # "the last array" / the buffer: with the frames finished before this press
+            note = self._take_in_finished("WriteFile")
         if mode == SINGLE:
             if self.last_frame is None:
                 raise SaverError("ERROR, no array to write")
@@ -734,12 +764,14 @@ class FileSaver:
                     raise SaverError("Error writing file")
             finally:
                 self.post(WriteFile=0, WriteFile_RBV=0)
+            self._report_stop(note)
             return
         if mode == CAPTURE:
             if not self.buffer:
                 self._error("ERROR, no capture buffer present")
                 raise SaverError("ERROR, no capture buffer present")
             self._write_buffer()
+            self._report_stop(note)
             return
         raise SaverError("ERROR: WriteFile is not used in Stream mode (use Capture)")
 

@@ -59,6 +59,19 @@ class FrameQueue:
                 self._bytes -= item.nbytes
             return item
 
+    def pop_frame_if(self, predicate) -> NDArray | None:
+        """The oldest queued frame if ``predicate(frame)``, else None; commands queued
+        before it stay where they are (a stop taking in the frames finished before it)."""
+        with self._cond:
+            for index, item in enumerate(self._items):
+                if isinstance(item, NDArray):
+                    if not predicate(item):
+                        return None
+                    del self._items[index]
+                    self._frames -= 1
+                    return item
+            return None
+
     @property
     def frames(self) -> int:
         return self._frames

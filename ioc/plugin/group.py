@@ -100,6 +100,7 @@ class PluginBase(PutRules, PVGroup):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.saver = None  # ioc.file_saver.FileSaver, attached by the server
         self.on_source_prefix: Callable[[str], None] | None = None
+        self.on_array_port: Callable[[str], str | None] | None = None  # -> refusal or None
         self.on_queue_size: Callable[[int], None] | None = None
         self.on_attributes: Callable[[str, str], Any] | None = None
         self.check_layout: Callable[[str], tuple[Any, str]] | None = None
@@ -206,6 +207,13 @@ class PluginBase(PutRules, PVGroup):
     def on_frame(self, frame) -> None:
         """Called by the source for every frame: never blocks.  ``frame`` is an NDArray,
         or just its UniqueId when ``accepting()`` said no (it is not rebuilt then)."""
+        try:
+            self._take_frame(frame)
+        finally:
+            # after it was queued (or not): a stop waiting for this frame may go on
+            self.saver.arrived(frame if isinstance(frame, int) else frame.unique_id)
+
+    def _take_frame(self, frame) -> None:
         if not self.params["EnableCallbacks"]:
             return
         with self._frame_lock:

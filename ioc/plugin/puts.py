@@ -235,6 +235,15 @@ class PutRules(ExtraDimRules):
             await self._refuse("MinCallbackTime must be a finite number >= 0")
         await self._publish("MaxArrayRate_RBV", 1.0 / float(value) if float(value) > 0 else 0.0)
 
+    async def put_NDArrayPort(self, value):
+        """NDArrayPort selects the source among the ports the IOC knows (the driver's, and
+        ``serve --port NAME=SOURCE``); an unknown name is refused, never ignored."""
+        if self.on_array_port is not None:
+            loop = asyncio.get_running_loop()
+            problem = await loop.run_in_executor(None, self.on_array_port, str(value))
+            if problem:
+                await self._refuse(problem)
+
     async def put_SourcePrefix(self, value):
         if self.on_source_prefix is not None:
             loop = asyncio.get_running_loop()

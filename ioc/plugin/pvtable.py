@@ -322,6 +322,9 @@ def _extension() -> list[PV]:
             doc="frames refused: too few elements, or shape/type differing from the open file")
     t += ro("NDAttributesMessage_RBV", Kind.CHAR, "waveform", "", nelm=256,
             doc="why NDAttributesStatus is not OK, or which attributes cannot be evaluated")
+    t += ro("DriverAttributesMessage_RBV", Kind.CHAR, "waveform", "", nelm=256,
+            doc="the driver's NDAttributesFile (under --cam), evaluated here for CA sources: "
+            "how many attributes, or why none")
     t += ro("WriterVersion_RBV", Kind.STRING, "stringin", "",
             doc="version of nexus-writer-ioc (DriverVersion_RBV reports the ADCore version)")
     t += ro("Workers_RBV", Kind.LONG, "longin", 0,

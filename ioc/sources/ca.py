@@ -18,7 +18,9 @@ import numpy as np
 from caproto import ChannelType
 
 from ..layout.ndattributes import AttributeDef, AttrKind
-from ..ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType, NDDataType
+from ..ndarray import NDArray, NDAttribute, NDAttrType
+from .ca_frames import FramePairing, Pending, build_frame
+from .frame_params import FRAME_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ _NATIVE_TYPES = {
 # The image plugin's PVs besides ArrayData.
 _META = ("NDimensions_RBV", "ArraySize0_RBV", "ArraySize1_RBV", "ArraySize2_RBV",
          "DataType_RBV", "ColorMode_RBV", "UniqueId_RBV", "TimeStamp_RBV",
-         "EpicsTSSec_RBV", "EpicsTSNsec_RBV")
+         "EpicsTSSec_RBV", "EpicsTSNsec_RBV", "ArrayCounter_RBV")
 
 
 def _scalar(response):
@@ -78,10 +80,15 @@ class _Watched:
     value: object = None
     native: ChannelType | None = None
     sub: object = None
+    from_frame: Callable[[NDArray], int | float] | None = None  # a PARAM the frame carries
 
 
 class AttributeSampler:
-    """Keeps the latest value of every attribute PV; ``sample()`` snapshots them."""
+    """Keeps the latest value of every attribute PV; ``sample(frame)`` snapshots them.
+
+    PARAMs that describe the frame (``FRAME_PARAMS``: UNIQUE_ID, ARRAY_COUNTER,
+    TIME_STAMP, ...) are taken from the frame itself, never from a driver PV that may
+    already show a later frame."""
 
     CONNECT_WAIT = 2.0
 
@@ -109,6 +116,8 @@ class AttributeSampler:
             elif d.kind is AttrKind.FUNCTION:
                 messages.append(f"{d.name}: FUNCTION attributes cannot be evaluated outside the "
                                 "driver; skipped")
+            elif d.kind is AttrKind.PARAM and d.source in FRAME_PARAMS:
+                watched.append(_Watched(d, "", d.forced_type, from_frame=FRAME_PARAMS[d.source]))
             elif d.kind is AttrKind.PARAM:
                 suffix = PARAM_PVS.get(d.source)
                 if suffix is None or not self.cam_prefix:
@@ -210,23 +219,36 @@ class AttributeSampler:
             self._callbacks = []
             self._disconnected = set()
 
-    def sample(self) -> dict[str, NDAttribute]:
+    def sample(self, frame: NDArray | None = None) -> dict[str, NDAttribute]:
+        """The attributes for ``frame`` (in file order: as declared)."""
         with self._lock:
             watched, constants = list(self._watched), list(self._constants)
         out = {c.name: c for c in constants}
         for w in watched:
-            out[w.definition.name] = self._value(w)
+            if w.from_frame is not None:
+                out[w.definition.name] = self._frame_value(w, frame)
+            else:
+                out[w.definition.name] = self._value(w)
         return out
 
-    @staticmethod
-    def _value(w: _Watched) -> NDAttribute:
+    @classmethod
+    def _frame_value(cls, w: _Watched, frame: NDArray | None) -> NDAttribute:
+        if frame is None:
+            return w.definition.undefined()
+        return cls._convert(w.definition, w.from_frame(frame), w.forced or NDAttrType.Float64)
+
+    @classmethod
+    def _value(cls, w: _Watched) -> NDAttribute:
         d = w.definition
         if w.value is None or (w.native is None and w.forced is None):
             return d.undefined()
         dtype = w.forced or _NATIVE_TYPES.get(w.native, NDAttrType.Undefined)
         if w.native == ChannelType.CHAR and w.forced is None and isinstance(w.value, str):
             dtype = NDAttrType.String  # a long-string CHAR waveform
-        value = w.value
+        return cls._convert(d, w.value, dtype)
+
+    @staticmethod
+    def _convert(d: AttributeDef, value, dtype: NDAttrType) -> NDAttribute:
         try:
             if dtype is NDAttrType.String:
                 value = str(value)
@@ -238,39 +260,38 @@ class AttributeSampler:
         return d.value(value, dtype)
 
 
+def add_attributes(frame: NDArray, *samplers) -> NDArray:
+    """Attach attributes as ADCore merges them: the driver's first (they travel with the
+    frame), then the plugin's own NDAttributesFile; a later one of the same name replaces
+    the earlier.  A sampler is anything with ``sample(frame)``; None is skipped."""
+    for sampler in samplers:
+        if sampler is not None:
+            frame.attributes.update(sampler.sample(frame))
+    return frame
+
+
 # -- the image ------------------------------------------------------------------
-
-class _Pending:
-    __slots__ = ("data", "uid", "timestamp", "sec", "nsec", "received", "uid_received")
-
-    def __init__(self, data):
-        self.data = data
-        self.uid = None
-        self.timestamp = 0.0
-        self.sec = 0
-        self.nsec = 0
-        self.received = time.monotonic()
-        self.uid_received = 0.0
-
 
 class CAImageSource:
     """Rebuilds NDArrays from an NDStdArrays plugin (reference §4.3).
 
-    ADCore posts a frame's dimensions first (when they change), then ArrayData,
-    then UniqueId, the type/colour scalars and the timestamps.  A frame is
-    complete when its EpicsTSNsec arrives (the last one posted), when the next
-    ArrayData arrives, or 50 ms after its UniqueId, whichever is first.  Data
-    whose UniqueId never arrives is not used (it is counted as skipped).
+    Which updates make a frame, and whether its pixels surely are its own, is
+    ``ca_frames.FramePairing``'s to say (EPICS base's server sends an array as it is when
+    sent, after the scalars of frames posted meanwhile were queued).  A frame is
+    complete when the next ArrayData arrives, or 50 ms after its last scalar.  A frame
+    whose pairing is not certain, or whose UniqueId never arrives, is not used and
+    counts as skipped.
     """
 
-    FINISH_AFTER = 0.05
+    PIPELINE_GRACE = 0.5  # s: how long ``latest_unique_id`` lets the image plugin catch up
 
     def __init__(self, prefix: str, on_frame: Callable[[NDArray], None], *,
                  accepting: Callable[[], bool] = lambda: True,
                  on_status: Callable[[dict], None] = lambda status: None,
                  on_error: Callable[[str], None] = lambda message: None,
                  attributes: AttributeSampler | None = None, context=None,
-                 allocate: Callable[[int], np.ndarray | None] | None = None):
+                 allocate: Callable[[int], np.ndarray | None] | None = None,
+                 driver_attributes=None, driver_prefix: str = ""):
         from caproto.threading.client import Context
 
         self.context = context or Context()
@@ -280,14 +301,19 @@ class CAImageSource:
         self.on_status = on_status
         self.on_error = on_error
         self.attributes = attributes
+        # the driver's NDAttributesFile, evaluated here (see driver_attributes.py)
+        self.driver_attributes = driver_attributes
+        self.driver_prefix = driver_prefix
         # Where a frame's pixels go: ``allocate(nbytes)`` gives a writable uint8 buffer
         # (the receiver process hands out shared-memory slots), or None for new memory.
         self.allocate = allocate
         self.meta: dict[str, object] = {}
-        self.pending: _Pending | None = None
+        self.pairing = FramePairing()
         self.last_uid: int | None = None
         self.skipped = 0
         self.duplicates = 0
+        self.doubtful = 0  # frames not used: their pixels could not be paired for sure
+        self._doubt_logged = float("-inf")
         self._lock = threading.RLock()
         self._subs: list = []
         self._callbacks: list = []
@@ -307,6 +333,9 @@ class CAImageSource:
         self._stop.set()
         self._unsubscribe()
 
+    def set_driver_prefix(self, prefix: str) -> None:
+        self.driver_prefix = prefix
+
     def set_prefix(self, prefix: str) -> None:
         # Not under self._lock: clearing a subscription may wait for the callback
         # thread, which takes that lock.
@@ -314,7 +343,7 @@ class CAImageSource:
         with self._lock:
             self.prefix = prefix
             self.meta = {}
-            self.pending = None
+            self.pairing.reset()
             self.last_uid = None
         self._subscribe()
 
@@ -367,7 +396,7 @@ class CAImageSource:
                 # were away (new: kept), or, from a restarted IOC, no frame at all
                 # (UniqueId 0: ignored).
                 with self._lock:
-                    self.pending = None
+                    self.pairing.reset()
         self.on_status({"connected": self.connected})
 
     def _mark_live(self, name: str) -> None:
@@ -394,12 +423,44 @@ class CAImageSource:
             return None
         with self._lock:
             meta = {**self.meta, **values}
-        pending = _Pending(response.data)
+        pending = Pending(response.data)
         pending.uid = values.get("UniqueId_RBV") or 0
         pending.timestamp = values.get("TimeStamp_RBV") or 0.0
         pending.sec = values.get("EpicsTSSec_RBV") or 0
         pending.nsec = values.get("EpicsTSNsec_RBV") or 0
-        return self._build(pending, meta, quiet=True)
+        frame = build_frame(pending, meta, on_error=lambda message: None)
+        if frame is not None:
+            add_attributes(frame, self.driver_attributes, self.attributes)
+        return frame
+
+    def latest_unique_id(self, timeout: float = 1.0) -> int | None:
+        """The UniqueId of the newest frame the source has finished, read now (not from a
+        monitor): the image plugin's UniqueId_RBV, posted after its ArrayData.  The driver
+        may have finished a frame its image plugin has not posted yet (a plugin with its
+        own queue): while the driver's ArrayCounter_RBV is ahead, the plugin gets up to
+        PIPELINE_GRACE to catch up.  None when not connected."""
+        if not self.connected:
+            return None
+        uid_pv = self._pvs[1 + _META.index("UniqueId_RBV")]
+
+        def read(pv) -> int:
+            return int(_scalar(pv.read(data_type="native", timeout=timeout)) or 0)
+
+        uid = read(uid_pv)
+        driver = self.driver_prefix
+        if driver:
+            try:
+                (counter_pv,) = self.context.get_pvs(driver + "ArrayCounter_RBV",
+                                                     timeout=timeout)
+                counter = read(counter_pv)
+            except Exception as exc:  # noqa: BLE001 - the driver is optional here
+                log.info("cannot read %sArrayCounter_RBV: %s", driver, exc)
+                return uid
+            deadline = time.monotonic() + min(self.PIPELINE_GRACE, timeout)
+            while uid < counter and time.monotonic() < deadline:
+                time.sleep(0.01)
+                uid = read(uid_pv)
+        return uid
 
     # -- callbacks (caproto's callback thread) -----------------------------------------
     def _on_array(self, sub, response) -> None:
@@ -410,9 +471,7 @@ class CAImageSource:
                 log.info("ArrayData: skipping the value held at (re)connection (%d elements)",
                          len(response.data))
                 return
-            if self.pending is not None:
-                self._finish()
-            self.pending = _Pending(response.data)
+            self._finish(self.pairing.array(response.data))
 
     def _meta_callback(self, suffix: str):
         def callback(sub, response):
@@ -420,36 +479,16 @@ class CAImageSource:
             with self._lock:
                 value = _scalar(response)
                 self.meta[suffix] = value
-                pending = self.pending
-                if pending is None:
-                    return
-                if suffix == "UniqueId_RBV":
-                    if pending.uid is not None:
-                        self._finish()  # a second id: the first frame had no timestamps
-                        return
-                    pending.uid = value
-                    pending.uid_received = time.monotonic()
-                elif pending.uid is None:
-                    return
-                elif suffix == "TimeStamp_RBV":
-                    pending.timestamp = value
-                elif suffix == "EpicsTSSec_RBV":
-                    pending.sec = value
-                elif suffix == "EpicsTSNsec_RBV":
-                    pending.nsec = value
-                    self._finish()
+                self.pairing.scalar(suffix, value)
         return callback
 
     def _finish_late(self) -> None:
         while not self._stop.wait(0.01):
             with self._lock:
-                p = self.pending
-                if p is not None and p.uid is not None and \
-                        time.monotonic() - p.uid_received > self.FINISH_AFTER:
-                    self._finish()
+                self._finish(self.pairing.quiet())
 
-    def _finish(self) -> None:
-        pending, self.pending = self.pending, None
+    def _finish(self, pending: Pending | None) -> None:
+        """Hand a finished frame over (or only its id), or count it as not used."""
         if pending is None:
             return
         if pending.uid is None:
@@ -460,17 +499,38 @@ class CAImageSource:
         uid = int(pending.uid)
         if uid == 0:
             return  # what a detector IOC holds before its first frame
+        if pending.doubt is not None:
+            # Not written under a UniqueId its pixels may not have: counted as skipped
+            # (SourceSkipped_RBV), as a frame that never arrived.
+            self._not_used(uid, pending.doubt)
+            return
         if not self.accepting():
             # Nobody would take it (callbacks disabled, or the queue is full): hand over
             # only the id, without the cost of rebuilding the frame.
             if self._track(uid):
                 self.on_frame(uid)
             return
-        frame = self._build(pending, self.meta, allocate=self.allocate)
+        frame = build_frame(pending, self.meta, self.on_error, allocate=self.allocate)
         if frame is None:
             return
+        add_attributes(frame, self.driver_attributes, self.attributes)
         if self._track(uid):
             self.on_frame(frame)
+
+    def _not_used(self, uid: int, why: str) -> None:
+        self.doubtful += 1
+        self.pairing.lagging()
+        now = time.monotonic()
+        if now - self._doubt_logged > 1.0:
+            self._doubt_logged = now
+            log.warning("frame %d not used (%d so far): %s", uid, self.doubtful, why)
+        if self.last_uid is not None and uid == self.last_uid:
+            return
+        missed = uid - self.last_uid if self.last_uid is not None and uid > self.last_uid else 1
+        self.skipped += missed
+        self.last_uid = uid
+        # "arrived": a stop waiting for this frame need not wait any longer
+        self.on_status({"skipped": self.skipped, "arrived": uid})
 
     def _track(self, uid: int) -> bool:
         """Count duplicates and gaps; False for a duplicate (to be ignored).  A smaller
@@ -481,50 +541,9 @@ class CAImageSource:
                 self.on_status({"duplicates": self.duplicates})
                 return False
             if uid > self.last_uid + 1:
+                self.pairing.lagging()
                 log.warning("frames %d..%d never arrived", self.last_uid + 1, uid - 1)
                 self.skipped += uid - self.last_uid - 1
                 self.on_status({"skipped": self.skipped})
         self.last_uid = uid
         return True
-
-    def _build(self, pending: _Pending, meta: dict, quiet: bool = False,
-               allocate: Callable[[int], np.ndarray | None] | None = None) -> NDArray | None:
-        ndims = int(meta.get("NDimensions_RBV") or 0)
-        dims = [int(meta.get(f"ArraySize{i}_RBV") or 0) for i in range(min(ndims, 3))]
-        if ndims < 1 or ndims > 3 or any(d <= 0 for d in dims):
-            if not quiet:
-                self.on_error(f"frame {pending.uid}: invalid dimensions {dims} "
-                              f"(NDimensions={ndims})")
-            return None
-        count = int(np.prod(dims))
-        raw = np.asarray(pending.data)
-        if raw.size < count:
-            if not quiet:
-                self.on_error(f"frame {pending.uid}: ArrayData holds {raw.size} elements, "
-                              f"its dimensions {dims} need {count}; frame rejected")
-            return None
-        try:
-            target = NDDataType(int(meta.get("DataType_RBV") or 0)).numpy
-        except ValueError:
-            target = raw.dtype.newbyteorder("<")
-        # Exactly one copy: little-endian (caproto's client hands out big-endian views of
-        # its receive buffer, which must not stay pinned by a queued frame).
-        wire = raw.dtype.newbyteorder("<")
-        reinterpret = wire.itemsize == target.itemsize and wire.kind in "iu" and target.kind in "iu"
-        stored = wire if reinterpret else target  # e.g. SHORT carrying UInt16: copy, then view
-        out = allocate(count * stored.itemsize) if allocate is not None else None
-        if out is None:
-            data = np.array(raw[:count], dtype=stored)
-        else:
-            data = out.view(stored)
-            np.copyto(data, raw[:count], casting="unsafe")
-        data = data.view(target).reshape(tuple(reversed(dims)))
-        color = int(meta.get("ColorMode_RBV") or 0)
-        attrs = {"ColorMode": NDAttribute("ColorMode", color, NDAttrType.Int32, "Color mode",
-                                          "Driver", NDAttrSource.DRIVER)}
-        if self.attributes is not None:
-            attrs.update(self.attributes.sample())
-        return NDArray(data=data, unique_id=int(pending.uid or 0),
-                       timestamp=float(pending.timestamp or 0.0),
-                       epics_ts_sec=int(pending.sec or 0), epics_ts_nsec=int(pending.nsec or 0),
-                       attributes=attrs)

@@ -328,7 +328,7 @@ class PVAImageSource:
         if frame is None:
             return
         if self.attributes is not None:
-            frame.attributes.update(self.attributes.sample())
+            frame.attributes.update(self.attributes.sample(frame))
         if self.tracker.track(uid):
             self.on_frame(frame)
 
@@ -342,7 +342,7 @@ class PVAImageSource:
             log.warning("cannot read the source's current frame: %s", exc)
             return None
         if frame is not None and self.attributes is not None:
-            frame.attributes.update(self.attributes.sample())
+            frame.attributes.update(self.attributes.sample(frame))
         return frame
 
     def latest_unique_id(self, timeout: float = 2.0) -> int | None:

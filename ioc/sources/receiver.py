@@ -36,8 +36,8 @@ import numpy as np
 
 from ..ndarray import NDArray
 from ._shm import map_shared, new_slot
-from .ca import AttributeSampler
-from .frames import frame_from_message, frame_message
+from .ca import AttributeSampler, add_attributes
+from .frames import frame_from_message, frame_message, parse_source
 from .select import TransportSource
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,24 @@ def _child_main(conn, spec: str, max_slots: int, log_levels: dict[str, int],
         on_status=lambda status: sender.send(("status", status)),
         on_error=lambda message: sender.send(("error", message)))
     calls = {"set_prefix": source.set_prefix, "read_current": source.read_current,
-             "latest_unique_id": source.latest_unique_id}
+             "latest_unique_id": source.latest_unique_id,
+             "set_driver_prefix": source.set_driver_prefix}
+    # Calls may wait on the network: one at a time, off this loop, so that slots freed
+    # meanwhile still come back (a stop waiting for the last frames must not starve them).
+    from concurrent.futures import ThreadPoolExecutor
+
+    caller = ThreadPoolExecutor(1, thread_name_prefix="receiver-call")
+
+    def run_call(call_id: int, name: str, args: tuple) -> None:
+        try:
+            result = ("result", call_id, calls[name](*args), None)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            result = ("result", call_id, None, f"{type(exc).__name__}: {exc}")
+        try:
+            sender.send(result)
+        except OSError:
+            pass  # the IOC is gone
+
     source.start()
     try:
         while True:
@@ -186,14 +203,11 @@ def _child_main(conn, spec: str, max_slots: int, log_levels: dict[str, int],
                 pool.set_max(message[1])
             elif kind == "call":
                 _, call_id, name, args = message
-                try:
-                    result = ("result", call_id, calls[name](*args), None)
-                except Exception as exc:  # noqa: BLE001 - reported to the caller
-                    result = ("result", call_id, None, f"{type(exc).__name__}: {exc}")
-                sender.send(result)
+                caller.submit(run_call, call_id, name, args)
             elif kind == "stop":
                 return
     finally:
+        caller.shutdown(wait=False, cancel_futures=True)
         source.stop()
         try:
             sender.send(("stopped",))
@@ -225,7 +239,8 @@ class ProcessImageSource:
                  on_status: Callable[[dict], None] = lambda status: None,
                  on_error: Callable[[str], None] = lambda message: None,
                  attributes: AttributeSampler | None = None, queue_size: int = 20,
-                 pva_queue: int = 32, request_options: dict | None = None):
+                 pva_queue: int = 32, request_options: dict | None = None,
+                 driver_attributes=None, driver_prefix: str = ""):
         self.prefix = prefix
         self.pva_queue = pva_queue
         self.request_options = request_options  # pvRequest plugin options (pva:// only)
@@ -233,6 +248,8 @@ class ProcessImageSource:
         self.on_status = on_status
         self.on_error = on_error
         self.attributes = attributes
+        self.driver_attributes = driver_attributes  # the driver's NDAttributesFile (CA)
+        self.driver_prefix = driver_prefix
         self.max_slots = queue_size + IN_FLIGHT
         self.connected = False
         self.skipped = 0
@@ -270,6 +287,9 @@ class ProcessImageSource:
         self._reader = threading.Thread(target=self._read, args=(ours, self._generation),
                                         name="receiver-pipe", daemon=True)
         self._reader.start()
+        if self.driver_prefix:  # for latest_unique_id (no answer awaited)
+            self._sender.send(("call", next(self._ids), "set_driver_prefix",
+                               (self.driver_prefix,)))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
@@ -313,17 +333,30 @@ class ProcessImageSource:
 
     def read_current(self, timeout: float = 2.0) -> NDArray | None:
         frame = self._call("read_current", timeout, timeout=timeout * 12 + 5)
-        if frame is not None and self.attributes is not None:
-            frame.attributes.update(self.attributes.sample())
+        if frame is not None:
+            add_attributes(frame, self._driver_attributes(), self.attributes)
         return frame
 
-    def latest_unique_id(self, timeout: float = 2.0) -> int | None:
-        """The UniqueId of the latest frame the source has produced (PVA: the channel's
-        current value; CA: None until that transport provides it)."""
+    def _driver_attributes(self):
+        """The driver's NDAttributesFile evaluated here: for CA sources only (pvAccess
+        frames carry the driver's own)."""
+        if self.driver_attributes is None:
+            return None
         try:
-            return self._call("latest_unique_id", timeout, timeout=timeout + 5)
+            return self.driver_attributes if parse_source(self.prefix)[0] == "ca" else None
+        except ValueError:
+            return None
+
+    def latest_unique_id(self, timeout: float = 1.0) -> int | None:
+        """The UniqueId of the newest frame the source has finished (CA: see
+        ``CAImageSource``; PVA: the channel's current value); None when the receiver is
+        not connected or does not answer in time."""
+        if not self.connected:
+            return None
+        try:
+            return self._call("latest_unique_id", timeout, timeout=timeout * 3 + 2)
         except Exception as exc:  # noqa: BLE001 - the child is restarting, or timed out
-            log.info("latest UniqueId not available: %s", exc)
+            log.warning("cannot read the source's latest frame id: %s", exc)
             return None
 
     def _call(self, name: str, *args, timeout: float | None = None):
@@ -403,10 +436,10 @@ class ProcessImageSource:
         # The slot returns to the child when the last view of it is gone.
         weakref.finalize(base, self._free, generation, index)
         del base
-        if self.attributes is not None:
-            # the writer's own NDAttributes after the frame's: a later one of the same
-            # name replaces the earlier (NDPluginDriver::beginProcessCallbacks)
-            frame.attributes.update(self.attributes.sample())
+        # the frame's (the driver's, evaluated here for CA) first, then the writer's own
+        # NDAttributes: a later one of the same name replaces the earlier
+        # (NDPluginDriver::beginProcessCallbacks)
+        add_attributes(frame, self._driver_attributes(), self.attributes)
         self.on_frame(frame)
 
     def _free(self, generation: int, index: int) -> None:

@@ -21,6 +21,7 @@ class TransportSource:
         self.kwargs = kwargs
         self.transport: str | None = None
         self.source = None
+        self.driver_prefix = kwargs.pop("driver_prefix", "")  # CA: for latest_unique_id
         self._make(spec)
 
     def _make(self, spec: str) -> None:
@@ -30,6 +31,7 @@ class TransportSource:
             from .pva import PVAImageSource
 
             kwargs.pop("context", None)
+            kwargs.pop("driver_attributes", None)  # the frames carry the driver's own
             self.source = PVAImageSource(name, self.on_frame, queue_size=self.pva_queue,
                                          **kwargs)
         else:
@@ -40,7 +42,8 @@ class TransportSource:
 
                 _caproto_recv.install()
             kwargs.pop("request_options", None)  # pvAccess only
-            self.source = CAImageSource(name, self.on_frame, **kwargs)
+            self.source = CAImageSource(name, self.on_frame, driver_prefix=self.driver_prefix,
+                                        **kwargs)
         self.transport = transport
 
     @property
@@ -73,6 +76,11 @@ class TransportSource:
         self.source.stop()
         self._make(spec)
         self.source.start()
+
+    def set_driver_prefix(self, prefix: str) -> None:
+        self.driver_prefix = prefix
+        if hasattr(self.source, "driver_prefix"):
+            self.source.driver_prefix = prefix
 
     def read_current(self, timeout: float = 2.0):
         return self.source.read_current(timeout)

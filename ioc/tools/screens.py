@@ -75,6 +75,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("Frames skipped", "SourceSkipped_RBV"), ("Duplicates", "SourceDuplicates_RBV"),
         ("Invalid frames", "InvalidFrames_RBV"), ("Writer workers", "Workers_RBV"),
         ("Workers", "WorkersMessage_RBV"), ("Missing frames", "MissingFrames_RBV"),
+        ("Driver attributes", "DriverAttributesMessage_RBV"),
         ("Writer version", "WriterVersion_RBV"),
     ]),
     # ADCore's NDFileHDF5_ExtraDims and NDFileHDF5_Positions screens

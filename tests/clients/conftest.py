@@ -7,4 +7,5 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "system"))
 
+from conftest_rsrv import pva_fresh, rready, rsrv  # noqa: E402,F401
 from conftest_system import iocs, listing, pva_iocs, pva_ready, ready  # noqa: E402,F401

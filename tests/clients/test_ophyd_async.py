@@ -64,3 +64,33 @@ def test_ophyd_async_fly_n_frames(ready, tmp_path):
         assert ids == list(range(first_uid, first_uid + n))
     assert ready.get("Capture_RBV") == "Done"
     assert ready.get("XMLFileName_RBV") == ""  # ophyd-async writes "" on every prepare
+
+
+async def _array_port(tmp_path):
+    from ophyd_async.core import StaticFilenameProvider, StaticPathProvider
+    from ophyd_async.epics.adcore import ADWriterFactory
+    from ophyd_async.epics.adsimdetector import SimDetector
+
+    provider = StaticPathProvider(StaticFilenameProvider("port"), tmp_path)
+    det = SimDetector(P, ADWriterFactory.hdf(provider), name="det")
+    await det.connect(timeout=20)
+    try:
+        port = det.hdf.nd_array_port
+        assert await port.get_value() == await det.driver.port_name.get_value() == "SIM1"
+        await port.set("SIM1")  # the driver's port: accepted
+        try:
+            await port.set("NOSUCHPORT", timeout=5)
+        except Exception:  # noqa: BLE001 - the IOC refuses it (ECA_PUTFAIL)
+            pass
+        return await port.get_value()
+    finally:
+        from aioca import purge_channel_caches
+
+        purge_channel_caches()
+
+
+def test_ophyd_async_nd_array_port(ready, tmp_path):
+    """ophyd-async's nd_array_port: the driver's port is accepted, an unknown one refused."""
+    assert asyncio.run(_array_port(tmp_path)) == "SIM1"  # NDArrayPort_RBV: unchanged
+    assert "NOSUCHPORT" in ready.get("WriteMessage")  # and why
+    assert ready.get("SourcePrefix_RBV") == P + "image1:"

@@ -5,4 +5,5 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from conftest_rsrv import pva_fresh, rready, rsrv  # noqa: E402,F401
 from conftest_system import iocs, listing, pva_iocs, pva_ready, ready  # noqa: E402,F401
