@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 
 from . import __version__
 from .layout.ndattributes import AttributesError, AttributesStatus, load_attributes
+from .plugin import ca_server
 from .plugin.file_saver import FileSaver, layout_status
 from .plugin.group import make_group_class, pv_listing
+from .plugin.ioc_logging import configure as configure_logging
 from .plugin.naming import PathPolicy
 from .plugin.pvtable import with_defaults
+from .serve_summary import SourceReport, ca_search_hint, summary_lines, wait_and_announce
 from .writer.nexus import available_compressions
 
 log = logging.getLogger(__name__)
@@ -51,9 +53,12 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
     context = Context()
     sampler = AttributeSampler(context, cam)
 
+    report = SourceReport(source)
+
     def on_status(status: dict) -> None:
         if "connected" in status:
             group.post(SourceConnected_RBV=int(status["connected"]))
+            report.changed(bool(status["connected"]))
         if "skipped" in status:
             group.post(SourceSkipped_RBV=status["skipped"])
         if "duplicates" in status:
@@ -86,24 +91,25 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         return int(AttributesStatus.OK), "; ".join(notes)
 
     def set_source(prefix_: str) -> None:
+        report.prefix = prefix_
         image.set_prefix(prefix_)
         _prime_when_connected(image, prime, timeout=5.0)
 
     def prime() -> None:
         frame = image.read_current()
-        log.info("priming from the source's current frame: %s",
+        log.debug("priming from the source's current frame: %s",
                  "none" if frame is None else f"{frame.unique_id} {frame.data.shape}")
         if frame is not None:
             saver.submit("prime", frame=frame)
 
     group.on_attributes = load
     group.on_source_prefix = set_source
+    group.source_report = report
     return group, saver, image, context, cam, prime
 
 
 def serve_main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose, log.name)
     from .sources._malloc import keep_frame_buffers
     from .writer import _write_behind
 
@@ -112,14 +118,11 @@ def serve_main(args: argparse.Namespace) -> int:
     group, saver, image, context, cam, prime = build_ioc(
         args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
         tuple(args.allow_root), args.receiver)
-    if not args.allow_root:
-        log.warning("no --allow-root given: any CA client may make this IOC write files "
-                    "anywhere its user can write")
     if args.list_pvs:
         print("\n".join(pv_listing(args.prefix, tuple(group.table.values()))))
         print("# end of PV list", flush=True)
 
-    async def startup(async_lib) -> None:
+    async def startup(ca_context) -> None:
         loop = asyncio.get_running_loop()
         group.loop = loop
         saver.start()
@@ -131,7 +134,14 @@ def serve_main(args: argparse.Namespace) -> int:
         await loop.run_in_executor(None, image.start)
         if cam:
             loop.create_task(_default_port(group, context, cam))
-        loop.run_in_executor(None, _prime_when_connected, image, prime)
+        fixed = summary_lines(
+            version=__version__, prefix=args.prefix, n_pvs=len(group.pvdb),
+            port=ca_context.port, udp_port=ca_context.ca_server_port,
+            interfaces=ca_server.interfaces(), beacons=ca_server.beacon_addresses(),
+            params=dict(group.params), cam=cam, roots=group.policy.roots)
+        pid = getattr(getattr(image, "process", None), "pid", None)
+        loop.run_in_executor(None, _announce_then_prime, fixed, image, group.source_report,
+                             pid, prime)
 
     def terminate(*_):
         raise KeyboardInterrupt
@@ -140,20 +150,28 @@ def serve_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, terminate)
     # A file-size limit (RLIMIT_FSIZE) must give a write error, not kill the IOC.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    from caproto.server import run
-
-    interfaces = os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "0.0.0.0").split()
     try:
-        run(group.pvdb, interfaces=interfaces, startup_hook=startup, log_pv_names=False)
+        ca_server.run(group.pvdb, startup)
     except KeyboardInterrupt:
         pass
     finally:
+        group.source_report.stop()
         image.stop()
         saver.stop()
     return 0
 
 
-def _prime_when_connected(image, prime, timeout: float = 10.0) -> None:
+def _announce_then_prime(fixed, image, report, pid, prime, timeout: float = 10.0) -> None:
+    """The start-up summary once the source is connected (or after a few seconds), then
+    the readbacks primed from the source's current frame once it is connected."""
+    import time
+
+    start = time.monotonic()
+    wait_and_announce(fixed, image, report, pid)
+    _prime_when_connected(image, prime, timeout - (time.monotonic() - start), quiet=True)
+
+
+def _prime_when_connected(image, prime, timeout: float = 10.0, quiet: bool = False) -> None:
     import time
 
     deadline = time.monotonic() + timeout
@@ -161,9 +179,9 @@ def _prime_when_connected(image, prime, timeout: float = 10.0) -> None:
         time.sleep(0.05)
     if image.connected:
         prime()
-    else:
-        log.warning("source %s not connected after %.0f s; readbacks not primed", image.prefix,
-                    timeout)
+    elif not quiet:
+        log.warning("source %s not connected after %.0f s; readbacks not primed; %s",
+                    image.prefix, timeout, ca_search_hint())
 
 
 async def _default_port(group, context, cam: str) -> None:
@@ -176,7 +194,10 @@ async def _default_port(group, context, cam: str) -> None:
             value = pv.read(timeout=5.0).data[0]
             return value.decode() if isinstance(value, bytes) else str(value)
         except Exception as exc:  # noqa: BLE001 - the driver may not be up yet
-            log.info("cannot read %sPortName_RBV: %s", cam, exc)
+            reason = "no answer within 5 s" if isinstance(exc, TimeoutError) else exc
+            log.warning("driver %s: cannot read PortName_RBV (%s): NDArrayPort stays empty, "
+                        "PARAM attributes are read once it connects; %s", cam, reason,
+                        ca_search_hint())
             return None
 
     port = await loop.run_in_executor(None, read)

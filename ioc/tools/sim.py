@@ -305,7 +305,10 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
 
 
 def sim_main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
+    from ..plugin import ca_server
+    from ..plugin.ioc_logging import caproto_backlog_warning_dropped, configure
+
+    configure(args.verbose, log.name)
     import signal
 
     from ..sources._malloc import keep_frame_buffers
@@ -313,31 +316,37 @@ def sim_main(args: argparse.Namespace) -> int:
     keep_frame_buffers()
 
     import caproto._constants as constants
-    from caproto.server import run
 
     # caproto keeps ~14 queued updates of a 1-Mpixel waveform per subscriber
     # unless told otherwise; a lagging client would then lose frames.
     if "CAPROTO_MIN_SUBSCRIPTION_BACKLOG" not in os.environ:
         constants.MIN_SUBSCRIPTION_BACKLOG = 200
     cls = build_sim_class(*args.max_size, *args.size, array_type=args.array_type)
-    ioc = cls(prefix=args.prefix)
+    with caproto_backlog_warning_dropped():  # it says "reduced"; the line below says why
+        ioc = cls(prefix=args.prefix)
+    array = ioc.image.ArrayData
+    log.info("simulated detector %scam1: + %simage1: (%d PVs), %dx%d (max %dx%d), ArrayData "
+             "a %s waveform; its subscription backlog %d frames per client (caproto's own "
+             "for %d elements: %d; CAPROTO_MIN_SUBSCRIPTION_BACKLOG)",
+             args.prefix, args.prefix, len(ioc.pvdb), *args.size, *args.max_size,
+             args.array_type, array.max_subscription_backlog, array.max_length,
+             max(constants.SUBSCRIPTION_BACKLOG_WARN_THRESHOLD_ELEMENTS // array.max_length,
+                 10))
     if args.list_pvs:
         for name in ioc.pvdb:
             print(name)
         print("# end of PV list", flush=True)
 
-    async def startup(async_lib):
+    async def startup(context):
+        log.info("Channel Access: TCP port %d, UDP search port %d, on %s", context.port,
+                 context.ca_server_port, ", ".join(ca_server.interfaces()))
         asyncio.get_running_loop().create_task(ioc.run())
 
     def terminate(*_):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    interfaces = os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "0.0.0.0").split()
-    try:
-        run(ioc.pvdb, interfaces=interfaces, startup_hook=startup, log_pv_names=False)
-    except KeyboardInterrupt:
-        pass
+    ca_server.run(ioc.pvdb, startup)
     return 0
 
 
