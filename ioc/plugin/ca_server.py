@@ -20,6 +20,11 @@ def run(pvdb: dict, startup: Callable[[object], Awaitable[None]]) -> None:
 
     async def main() -> None:
         context = Context(pvdb, interfaces())
+        # EPICS: a server's port is EPICS_CAS_SERVER_PORT, defaulting to
+        # EPICS_CA_SERVER_PORT; caproto 1.3 reads only the latter (which is also the
+        # default port this process's clients search).
+        if os.environ.get("EPICS_CAS_SERVER_PORT", "").strip():
+            context.ca_server_port = int(os.environ["EPICS_CAS_SERVER_PORT"])
 
         async def hook(async_lib) -> None:
             await startup(context)
