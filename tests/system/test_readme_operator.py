@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -45,6 +46,29 @@ def expected_lines(block: str) -> list[str]:
 def _words(text: str) -> str:
     """Whitespace-insensitive; caproto-get prints values in brackets."""
     return " ".join(text.replace("[", " ").replace("]", " ").split())
+
+
+def _alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop_group(group: int, wait: float) -> None:
+    """The IOCs the block started: step 7 stops them (let them finish closing: a second
+    SIGTERM would interrupt their shutdown); if the block stopped earlier, stop them."""
+    deadline = time.monotonic() + wait
+    while _alive(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _alive(group):
+            return
+        os.killpg(group, sig)
+        deadline = time.monotonic() + 15
+        while _alive(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def test_block_is_what_operators_need():
@@ -88,10 +112,7 @@ def test_readme_operator_block(tmp_path, tools):
     try:
         output = proc.communicate(timeout=240)[0]
     finally:
-        try:  # the IOCs the block started, if it stopped before step 7
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        _stop_group(proc.pid, wait=20 if proc.returncode == 0 else 0)
         env_ca.close()
     serve_log = (data / "serve.log").read_text() if (data / "serve.log").exists() else ""
     print(serve_log)
