@@ -18,4 +18,5 @@ def ca_env():
 
     env = CAEnvironment(2)
     env.apply_to_this_process()
-    return env
+    yield env
+    env.close()
