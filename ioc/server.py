@@ -195,8 +195,8 @@ async def _default_port(group, context, cam: str) -> None:
             return value.decode() if isinstance(value, bytes) else str(value)
         except Exception as exc:  # noqa: BLE001 - the driver may not be up yet
             reason = "no answer within 5 s" if isinstance(exc, TimeoutError) else exc
-            log.warning("driver %s: cannot read PortName_RBV (%s): NDArrayPort stays empty, "
-                        "PARAM attributes are read once it connects; %s", cam, reason,
+            log.warning("cannot read %sPortName_RBV (%s): NDArrayPort stays empty, PARAM "
+                        "attributes are read once the driver connects; %s", cam, reason,
                         ca_search_hint())
             return None
 
