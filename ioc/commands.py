@@ -20,7 +20,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         default = action.default
         if (not action.option_strings or "%(default)" in text or default is None
                 or default is argparse.SUPPRESS or isinstance(default, bool)
-                or default in ("", []) or action.nargs == 0
+                or default in ("", [], ()) or action.nargs == 0
                 or isinstance(action, argparse._CountAction)):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default

@@ -85,9 +85,11 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         try:
             definitions = load_attributes(spec, macros, allowed_roots=policy.roots)
         except AttributesError as exc:
-            sampler.set_definitions([])
+            sampler.set_definitions(exc.definitions)  # those before the error, as ADCore
             return int(exc.status), str(exc)
-        notes = sampler.set_definitions(definitions)
+        notes = [str(w) for w in definitions.warnings] + sampler.set_definitions(definitions)
+        for note in notes:
+            log.warning("NDAttributesFile %s: %s", spec[:200], note)
         return int(AttributesStatus.OK), "; ".join(notes)
 
     def set_source(prefix_: str) -> None:

@@ -1,5 +1,6 @@
 """Stage 1: layout XML and NDAttributes XML -> immutable models (pure: no h5py, no EPICS)."""
 
+from ._xml import LoadWarning, warnings_summary
 from .model import (
     Attribute,
     Dataset,
@@ -16,5 +17,5 @@ from .model import (
 
 __all__ = [
     "Attribute", "Dataset", "Group", "HardLink", "Layout", "LayoutError", "Placement",
-    "When", "default_layout", "load_layout", "parse_constant",
+    "LoadWarning", "When", "default_layout", "load_layout", "parse_constant", "warnings_summary",
 ]

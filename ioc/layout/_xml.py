@@ -18,6 +18,31 @@ MAX_XML_BYTES = 1024 * 1024
 MAX_XML_DEPTH = 64
 
 
+@dataclass(frozen=True)
+class LoadWarning:
+    """Something in a layout or attributes file that is used differently than it reads
+    (skipped, defaulted, merged), with the line it is on (1-based, when known)."""
+
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message if self.line is None else f"line {self.line}: {self.message}"
+
+
+def warnings_summary(warnings, limit: int = 255) -> str:
+    """One line for a status PV: "2 warnings: line 4: ...; line 9: ...", cut to ``limit``
+    characters with a pointer to the full list."""
+    if not warnings:
+        return ""
+    count = len(warnings)
+    text = f"{count} warning{'s' if count > 1 else ''}: " + "; ".join(str(w) for w in warnings)
+    if len(text) <= limit:
+        return text
+    tail = " ... (all: check-layout or the log)"
+    return text[: limit - len(tail)].rstrip() + tail
+
+
 class XMLInputError(ValueError):
     """Bad layout or attributes input; ``line`` is 1-based when known."""
 

@@ -19,16 +19,17 @@ from pathlib import Path
 from lxml import etree
 
 from .._resources import layout_file
-from ._xml import XMLInputError, XMLText, parse_secure, read_xml_input
+from ._xml import LoadWarning, XMLInputError, XMLText, parse_secure, read_xml_input
 
 __all__ = [
     "Attribute", "Dataset", "Group", "HardLink", "Layout", "LayoutError", "Placement",
-    "When", "default_layout", "load_layout", "parse_constant",
+    "When", "default_layout", "is_hdf5_name", "load_layout", "parse_constant", "parse_numbers",
+    "schema_errors",
 ]
 
 
 class LayoutError(XMLInputError):
-    """The layout cannot be used: unreadable, malformed, or against the schema."""
+    """The layout cannot be used: unreadable, malformed, unsafe, or without a tree."""
 
 
 class When(enum.Enum):
@@ -110,7 +111,7 @@ class Layout:
     data_destination: str | None = None  # NDAttribute named by detector_data_destination
     auto_ndattr_default: bool = True
     source: str = "<inline>"
-    warnings: tuple[str, ...] = field(default=(), compare=False)
+    warnings: tuple[LoadWarning, ...] = field(default=(), compare=False)
 
     # -- searches, in ADCore's (alphabetical, depth-first) order --------------
     def iter_groups(self) -> Iterator[Group]:
@@ -176,6 +177,8 @@ class Layout:
             dataset = named[0]
             group = dataset.path.rsplit("/", 1)[0] or "/"
             return Placement(group, dataset.name, dataset.when, dataset)
+        if not is_hdf5_name(name):
+            return None  # HDF5 cannot create it (ADCore's H5Dcreate fails the same way)
         default = self.ndattr_default_group()
         if default is not None:
             return Placement(default.path, name, When.FRAME)
@@ -187,39 +190,66 @@ class Layout:
         return {name: self.place_ndattribute(name) for name in names}
 
 
+def is_hdf5_name(name: str) -> bool:
+    """Whether ``name`` can name one HDF5 object in a group (no "/", not "." or "..")."""
+    return bool(name) and "/" not in name and name not in (".", "..")
+
+
 def _join(group: str, name: str) -> str:
     return f"/{name}" if group == "/" else f"{group}/{name}"
 
 
 # -- constants ---------------------------------------------------------------
 
+# What C++ ``std::stringstream >> int`` / ``>> double`` take (ADCore parses constants so).
+_INT_TOKEN = re.compile(r"\s*([+-]?\d+)")
+_FLOAT_TOKEN = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def parse_numbers(value: str, type_: str) -> tuple[list[int] | list[float], str]:
+    """The numbers ADCore reads from a constant's value, and the text it ignores.
+
+    ADCore reads numbers one after the other, skipping one ``,`` after each
+    (spaces also separate them), and stops at the first thing that is not a
+    number: ``"1,2,x"`` gives ``[1, 2]`` and ``"x"`` gives nothing."""
+    token = _INT_TOKEN if type_ == "int" else _FLOAT_TOKEN
+    numbers: list = []
+    position = 0
+    while True:
+        match = token.match(value, position)
+        if match is None:
+            break
+        if type_ == "int":
+            number = int(match.group(1))
+            if not _INT32[0] <= number <= _INT32[1]:
+                break  # the stream fails on overflow
+        else:
+            number = float(match.group(1))
+        numbers.append(number)
+        position = match.end()
+        if value.startswith(",", position):
+            position += 1
+    return numbers, value[position:].strip()
+
+
 def parse_constant(value: str, type_: str | None) -> int | float | str | list[int] | list[float]:
-    """A constant's value: int/float (comma lists give lists) or the string."""
-    if type_ in (None, "string"):
+    """A constant's value: int/float (several numbers give a list) or the string.
+    Raises ValueError when an int/float value holds no number at all."""
+    if type_ not in ("int", "float"):
         return value
-    convert = int if type_ == "int" else float
-    parts = [p.strip() for p in value.split(",")]
-    numbers = [convert(p) for p in parts]
+    numbers, _ = parse_numbers(value, type_)
+    if not numbers:
+        raise ValueError(f"no {type_} in {value!r}")
     return numbers if len(numbers) > 1 else numbers[0]
 
 
-# -- parsing -----------------------------------------------------------------
-
-@cache
-def _schema() -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(layout_file("hdf5_layout.xsd"))))
-
-
-_BAD_NAME = re.compile(r"^$|/|^\.{1,2}$")
-
-
-def _is_inline(spec: str) -> bool:
-    # ADCore's rule: the string is XML text when it contains "<?xml".
-    return "<?xml" in spec
-
+# -- loading -----------------------------------------------------------------
 
 def load_layout(spec: str | Path, *, allowed_roots: tuple[Path, ...] = ()) -> Layout:
-    """Load a layout from a file path, or from inline XML (contains ``<?xml``)."""
+    """Load a layout from a file path, or from inline XML (contains ``<?xml``, ADCore's
+    rule).  Oddities come back in ``Layout.warnings``; LayoutError only for what ADCore
+    cannot use either (unreadable, malformed XML, no ``<group>``) or what is unsafe."""
     spec = str(spec)
     xml = read_xml_input(spec, inline_marker=("<?xml",), error=LayoutError,
                          allowed_roots=allowed_roots)
@@ -227,13 +257,9 @@ def load_layout(spec: str | Path, *, allowed_roots: tuple[Path, ...] = ()) -> La
 
 
 def parse_layout(xml: XMLText) -> Layout:
-    tree = parse_secure(xml, LayoutError)
-    schema = _schema()
-    if not schema.validate(tree):
-        entry = schema.error_log.filter_from_errors()[0]
-        message = re.sub(r"^Element '([^']*)'", r"element <\1>", entry.message)
-        raise LayoutError(f"schema: {message}", source=xml.source, line=entry.line)
-    return _Builder(xml.source).build(tree.getroot())
+    from ._builder import build_layout  # the builder imports this module's classes
+
+    return build_layout(parse_secure(xml, LayoutError), xml.source)
 
 
 def default_layout() -> Layout:
@@ -246,117 +272,19 @@ def _default_layout_cached() -> Layout:
     return load_layout(layout_file("default.xml"))
 
 
-def _bool(value: str | None) -> bool:
-    return value is not None and value.strip() in ("true", "1")
+def schema_errors(spec: str | Path) -> list[LoadWarning]:
+    """Where a layout departs from the layout schema (``layouts/hdf5_layout.xsd``: ADCore's
+    XSD with our root extensions).  Advice only (``check-layout --strict``): ADCore
+    itself never validates against its schema."""
+    xml = read_xml_input(str(spec), inline_marker=("<?xml",), error=LayoutError)
+    tree = parse_secure(xml, LayoutError)
+    schema = _schema()
+    if schema.validate(tree):
+        return []
+    return [LoadWarning(entry.line, re.sub(r"^Element '([^']*)'", r"element <\1>", entry.message))
+            for entry in schema.error_log.filter_from_errors()]
 
 
-class _Builder:
-    def __init__(self, source: str):
-        self.source = source
-        self.warnings: list[str] = []
-
-    def error(self, message: str, element: etree._Element) -> LayoutError:
-        return LayoutError(message, source=self.source, line=element.sourceline)
-
-    def warn(self, message: str, element: etree._Element) -> None:
-        self.warnings.append(f"line {element.sourceline}: {message}")
-
-    def build(self, root: etree._Element) -> Layout:
-        auto = root.get("auto_ndattr_default")
-        destination = None
-        for element in root:
-            if element.tag == "global":
-                destination = element.get("ndattribute")
-        top = self.group(root, name="", path="/")
-        return Layout(
-            root=top,
-            data_destination=destination,
-            auto_ndattr_default=not (auto is not None and auto.strip() in ("false", "0")),
-            source=self.source,
-            warnings=tuple(self.warnings),
-        )
-
-    def group(self, element: etree._Element, *, name: str, path: str) -> Group:
-        groups: list[Group] = []
-        datasets: list[Dataset] = []
-        links: list[HardLink] = []
-        attributes: list[Attribute] = []
-        names: dict[str, int | None] = {}
-        for child in element:
-            if not isinstance(child.tag, str) or child.tag == "global":
-                continue  # comments, processing instructions
-            if child.tag == "attribute":
-                self.add_attribute(attributes, child)
-                continue
-            child_name = child.get("name")
-            if _BAD_NAME.search(child_name):
-                raise self.error(f"invalid {child.tag} name {child_name!r}", child)
-            if child_name in names:
-                raise self.error(
-                    f"duplicate name {child_name!r} in {path} (first used on line "
-                    f"{names[child_name]})", child)
-            names[child_name] = child.sourceline
-            child_path = f"/{child_name}" if path == "/" else f"{path}/{child_name}"
-            if child.tag == "group":
-                groups.append(self.group(child, name=child_name, path=child_path))
-            elif child.tag == "dataset":
-                datasets.append(self.dataset(child, child_path))
-            elif child.tag == "hardlink":
-                target = child.get("target")
-                if not target.startswith("/"):
-                    raise self.error(f"hardlink target {target!r} must be an absolute path",
-                                     child)
-                links.append(HardLink(child_name, child_path, target, child.sourceline))
-        return Group(
-            name=name, path=path, ndattr_default=_bool(element.get("ndattr_default")),
-            attributes=tuple(attributes), groups=tuple(groups), datasets=tuple(datasets),
-            hardlinks=tuple(links), line=element.sourceline,
-        )
-
-    def add_attribute(self, attributes: list[Attribute], element: etree._Element) -> None:
-        name = element.get("name")
-        if any(a.name == name for a in attributes):
-            # ADCore keeps the first and ignores the second; so do we, loudly.
-            self.warn(f"duplicate attribute {name!r} ignored", element)
-            return
-        source = element.get("source")
-        type_ = element.get("type")
-        value = element.get("value", "")
-        when = When.OPEN
-        if source == "ndattribute":
-            if not element.get("ndattribute"):
-                raise self.error(f"attribute {name!r}: source=\"ndattribute\" needs an "
-                                 "ndattribute=\"...\"", element)
-            when = When.CLOSE if element.get("when") == "OnFileClose" else When.OPEN
-        else:
-            self.check_constant(value, type_, element)
-        attributes.append(Attribute(name, source, value, type_, element.get("ndattribute", ""),
-                                    when, element.sourceline))
-
-    def dataset(self, element: etree._Element, path: str) -> Dataset:
-        source = element.get("source")
-        ndattribute = element.get("ndattribute", "")
-        type_ = element.get("type")
-        value = element.get("value", "")
-        when = When.FRAME
-        if source == "ndattribute" and ndattribute:
-            when = {"OnFileOpen": When.OPEN, "OnFileClose": When.CLOSE}.get(
-                element.get("when", ""), When.FRAME)
-        if source == "constant":
-            self.check_constant(value, type_, element)
-        attributes: list[Attribute] = []
-        for child in element:
-            if isinstance(child.tag, str):
-                self.add_attribute(attributes, child)
-        return Dataset(
-            name=element.get("name"), path=path, source=source, value=value, type=type_,
-            ndattribute=ndattribute, when=when, det_default=_bool(element.get("det_default")),
-            attributes=tuple(attributes), line=element.sourceline,
-        )
-
-    def check_constant(self, value: str, type_: str | None, element: etree._Element) -> None:
-        try:
-            parse_constant(value, type_)
-        except ValueError:
-            raise self.error(f"value {value!r} is not a valid {type_} (or comma-separated "
-                             f"list of {type_}s)", element) from None
+@cache
+def _schema() -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(layout_file("hdf5_layout.xsd"))))

@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ..layout import warnings_summary
 from ..layout.model import Layout, LayoutError, default_layout, load_layout
 from ..ndarray import NDArray
 from ..writer import _write_behind
+from ..writer.extra_dims import PositionError
 from ..writer.nexus import (
     Compression,
     FrameMismatch,
@@ -28,6 +30,7 @@ from ..writer.nexus import (
     WriterOptions,
 )
 from ..writer.single_file import SingleFileWriter
+from .extra_dim_rules import extra_dims_of
 from .frame_queue import Command, FrameQueue
 from .naming import PathPolicy, TemplateError, c_format, temporary_name
 
@@ -44,13 +47,16 @@ NO_POLICY = PathPolicy()
 
 
 def layout_status(spec: str, policy: PathPolicy = NO_POLICY) -> tuple[Layout | None, str]:
-    """Load XMLFileName's layout: (layout, "") or (None, ADCore-style message)."""
+    """Load XMLFileName's layout: (layout, "" or its warnings) or (None, the error)."""
     if not spec.strip():
         return default_layout(), "Default layout selected"
     try:
-        return load_layout(spec, allowed_roots=policy.roots), ""
+        layout = load_layout(spec, allowed_roots=policy.roots)
     except LayoutError as exc:
         return None, str(exc)
+    for warning in layout.warnings:
+        log.warning("layout %s: %s", layout.source[:200], warning)
+    return layout, warnings_summary(layout.warnings)
 
 
 class FileSaver:
@@ -142,6 +148,7 @@ class FileSaver:
             frames_chunks=max(int(p("NumFramesChunks")), 1), fill_value=float(p("FillValue")),
             ndattribute_chunk=max(int(p("NDAttributeChunk")), 0),
             swmr=bool(p("SWMRMode")) and multi_frame, flush_every=int(p("NumFramesFlush")),
+            extra_dims=extra_dims_of(self.params, multi_frame),
         )
 
     @property
@@ -294,6 +301,8 @@ class FileSaver:
         """One frame, one file (Single mode), through the template writer."""
         try:
             self._ok()
+            if self.p("NumExtraDims"):  # ADCore: a Single-mode open forces NumExtraDims to 0
+                self.post(NumExtraDims=0, NumExtraDims_RBV=0)
             options = self.options(multi_frame=False)
             written, final = self._next_name(swmr=False)
             try:
@@ -335,6 +344,10 @@ class FileSaver:
                         writer.write(frame)
                     except FrameMismatch:
                         self._invalid_frame()
+                    except PositionError as exc:
+                        self._finish(writer)  # what was written is kept, as ADCore does
+                        raise SaverError(f"Error writing file, {exc}; file closed with "
+                                         f"{writer.frames_written} frames") from None
                     remaining -= 1
                     self.post(NumCaptured_RBV=remaining)
             except (WriterError, OSError, ValueError) as exc:
@@ -366,6 +379,9 @@ class FileSaver:
             self.writer.write(frame)
         except FrameMismatch:
             self._invalid_frame()
+            return False
+        except PositionError as exc:
+            self._abort_placement(str(exc))
             return False
         except (WriterError, OSError, ValueError) as exc:
             # ADCore: a write error closes the file and clears Capture.
@@ -404,6 +420,19 @@ class FileSaver:
                 self._remove(self.paths[0])
                 self.paths = None
         self._error(message)
+        self._set_capture(False)
+
+    def _abort_placement(self, reason: str) -> None:
+        """PositionMode: a frame that cannot be placed ends the file and the capture, as in
+        ADCore; the frames written so far stay, in a properly closed file."""
+        writer, self.writer = self.writer, None
+        try:
+            self._finish(writer)
+            kept = f"file closed with {writer.frames_written} frames"
+        except SaverError as exc:
+            kept = str(exc)
+        self.post(SWMRActive_RBV=0)
+        self._error(f"Error writing file, {reason}; {kept}")
         self._set_capture(False)
 
     def _set_capture(self, on: bool) -> None:

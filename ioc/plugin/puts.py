@@ -12,10 +12,11 @@ import asyncio
 
 from caproto import SkipWrite
 
+from .extra_dim_rules import ExtraDimRules
 from .pvtable import to_param
 
 
-class PutRules:
+class PutRules(ExtraDimRules):
     """Mixin of the generated PVGroup: one handler per setpoint with a rule."""
 
     def _index(self, suffix: str, value) -> int:
@@ -60,6 +61,7 @@ class PutRules:
             await self._refuse("NumCapture must not be negative")
         if self.saver.file_open:
             await self._refuse("NumCapture cannot be changed while a file is open")
+        return await self.num_capture_rule(int(value))  # extra dimensions (extra_dim_rules)
 
     async def put_FilePath(self, value):
         from .naming import create_directories, normalise_file_path

@@ -244,7 +244,8 @@ def _hdf5() -> list[PV]:
     t += ro("XMLErrorMsg_RBV", Kind.CHAR, "waveform", "", nelm=256)
     t += boolean("StoreAttr", NO_YES, 1, locked=True)
     t += boolean("StorePerform", NO_YES, 1, locked=True)
-    t += boolean("DimAttDatasets", NO_YES, 0, inert=True)
+    t += boolean("DimAttDatasets", NO_YES, 0,
+                 doc="NDAttribute datasets get the extra dimensions (plus ADCore's two 1s)")
     t += double("FillValue")
     t += boolean("ChunkSizeAuto", NO_YES, 1, locked=True)
     t += long("NumColChunks", locked=True)
@@ -272,18 +273,25 @@ def _hdf5() -> list[PV]:
     t += ro("SWMRActive_RBV", Kind.ENUM, "bi", 0, enum_strings=("Off", "Active"))
     t += ro("SWMRCbCounter_RBV", Kind.LONG, "longin", 0)
     t += rw("FlushNow", Kind.ENUM, "busy", 0, enum_strings=("Done", "Flush"))
-    t += long("NumExtraDims", locked=True, inert=True)
+    _section = "NDFileHDF5 extra dimensions"
+    t += long("NumExtraDims", locked=True,
+              doc="extra dimensions 0-9: leading axes [dim k .. Y, X, N] before the frame's")
     for d in EXTRA_DIMS:
-        t += long(f"ExtraDimSize{d}", 1, locked=True, inert=True)
+        t += long(f"ExtraDimSize{d}", 1, locked=True,
+                  doc=f"size of extra dimension {d} (> 0); NumCapture = product of the sizes")
     for i, d in enumerate(EXTRA_DIMS):
         t += ro(f"ExtraDimName{d}_RBV", Kind.STRING, "stringin", f"scan dimension {i}")
     for d in EXTRA_DIMS[1:]:
-        t += long(f"ExtraDimChunk{d}", inert=True)
-    t += boolean("PositionMode", OFF_ON, 0, inert=True)
+        t += long(f"ExtraDimChunk{d}", locked=True, doc=f"chunk along extra dimension {d}")
+    _section = "NDFileHDF5 positions"
+    t += boolean("PositionMode", OFF_ON, 0,
+                 doc="place each frame at the indices in its PosNameDim* NDAttributes")
     for d in EXTRA_DIMS:
-        t += pair(f"PosNameDim{d}", Kind.STRING, "stringout", "", inert=True)
+        t += pair(f"PosNameDim{d}", Kind.STRING, "stringout", "",
+                  doc=f"NDAttribute holding the frame's index along dimension {d}")
     for d in EXTRA_DIMS:
-        t += pair(f"PosIndexDim{d}", Kind.STRING, "stringout", "", inert=True)
+        t += pair(f"PosIndexDim{d}", Kind.STRING, "stringout", "",
+                  doc=f"NDAttribute stored as a 1-D dataset indexed by dimension {d}")
     return t
 
 

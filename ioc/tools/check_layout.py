@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..layout.model import Attribute, Group, Layout, When
+from ..layout.model import Attribute, Group, Layout, When, is_hdf5_name
 from ..layout.ndattributes import AttributeDef
 from ..ndarray import BUILTIN_DESCRIPTIONS
 
@@ -65,9 +65,16 @@ def _attr_text(attribute: Attribute) -> str:
             f"({TIMING[attribute.when]}, only with StoreAttr=Yes)")
 
 
+def _at(line: int | None) -> str:
+    return "" if line is None else f"line {line}: "
+
+
 def check(layout: Layout, attributes: list[AttributeDef] | None = None) -> Report:
+    """The tree ``layout`` gives with ``attributes``' NDAttributes; warnings carry the
+    layout line they are about (the loader's first, in line order)."""
     report = Report()
-    report.warnings.extend(layout.warnings)
+    report.warnings.extend(str(w) for w in layout.warnings)
+    report.warnings.extend(f"attributes file {w}" for w in getattr(attributes, "warnings", ()))
 
     # Which NDAttributes will frames carry: the writer's four, ColorMode from the
     # driver, and the attributes file's.
@@ -99,8 +106,8 @@ def check(layout: Layout, attributes: list[AttributeDef] | None = None) -> Repor
             text += "  ndattr_default: unplaced NDAttributes land here"
         report.add(group.path, "group", text.strip())
         if group.path != "/" and not any(a.name == "NX_class" for a in group.attributes):
-            report.warnings.append(f"{group.path}: group has no NX_class attribute (NeXus "
-                                   "validators report an error)")
+            report.warnings.append(f"{_at(group.line)}{group.path}: group has no NX_class "
+                                   "attribute (NeXus validators report an error)")
         for attribute in group.attributes:
             report.add_attr(group.path, _attr_text(attribute))
         if group.path == "/":
@@ -123,28 +130,21 @@ def check(layout: Layout, attributes: list[AttributeDef] | None = None) -> Repor
                 report.add(dataset.path, "dataset", f"constant {kind_text} {dataset.value!r}, at open")
                 exists.add(dataset.path)
             elif dataset.source == "ndattribute":
-                if not dataset.ndattribute:
+                # (without ndattribute="...": never created, said by the loader)
+                if dataset.ndattribute and placed_paths.get(dataset.path) is None:
                     report.warnings.append(
-                        f"{dataset.path}: source=\"ndattribute\" without ndattribute=\"...\"; "
-                        "this dataset is never created")
-                    continue
-                owner = placed_paths.get(dataset.path)
-                if owner is None:
-                    report.warnings.append(
-                        f"{dataset.path}: NDAttribute {dataset.ndattribute!r} is not known "
-                        "(not built-in, not in the attributes file); created only if frames "
-                        "carry it")
-                    continue
+                        f"{_at(dataset.line)}{dataset.path}: NDAttribute "
+                        f"{dataset.ndattribute!r} is not known (not built-in, not in the "
+                        "attributes file); created only if frames carry it")
                 continue  # listed with the NDAttributes below
             else:
-                report.warnings.append(f"{dataset.path}: dataset without a source is never "
-                                       "created")
-                continue
+                continue  # no (usable) source: never created, said by the loader
             for attribute in dataset.attributes:
                 report.add_attr(dataset.path, _attr_text(attribute))
                 if attribute.name == "NX_class":
-                    report.warnings.append(f"{dataset.path}: NX_class on a dataset (e.g. "
-                                           "\"SDS\") is not NeXus; validators reject it")
+                    report.warnings.append(f"{_at(attribute.line)}{dataset.path}: NX_class on a "
+                                           "dataset (e.g. \"SDS\") is not NeXus; validators "
+                                           "reject it")
         for child in group.sorted_groups():
             walk(child)
 
@@ -156,12 +156,14 @@ def check(layout: Layout, attributes: list[AttributeDef] | None = None) -> Repor
         duplicates = layout.ndattribute_datasets(name)
         if len(duplicates) > 1:
             report.warnings.append(
-                f"NDAttribute {name!r} is named by {len(duplicates)} datasets "
+                f"{_at(duplicates[1].line)}NDAttribute {name!r} is named by "
+                f"{len(duplicates)} datasets "
                 f"({', '.join(d.path for d in duplicates)}); only {duplicates[0].path} is "
                 "created")
         if placement is None:
-            report.warnings.append(f"NDAttribute {name!r} is not stored "
-                                   "(auto_ndattr_default=\"false\" and no dataset names it)")
+            why = ("its name cannot be an HDF5 dataset name" if not is_hdf5_name(name) else
+                   "auto_ndattr_default=\"false\" and no dataset names it")
+            report.warnings.append(f"NDAttribute {name!r} is not stored ({why})")
             continue
         if placement.path in exists:
             report.warnings.append(f"NDAttribute {name!r}: {placement.path} is already used "
@@ -199,8 +201,8 @@ def check(layout: Layout, attributes: list[AttributeDef] | None = None) -> Repor
     for link in links(layout.root):
         report.add(link.path, "link", f"-> {link.target}")
         if link.target not in exists:
-            report.warnings.append(f"hard link {link.path} -> {link.target}: the target will "
-                                   "not exist; the link will not be created")
+            report.warnings.append(f"{_at(link.line)}hard link {link.path} -> {link.target}: "
+                                   "the target will not exist; the link will not be created")
         exists.add(link.path)
 
     if layout.data_destination:

@@ -97,8 +97,8 @@ DIMENSION_SETTINGS = [("# extra dims", "NumExtraDims"), ("Dim. attr. datasets",
                       ("Position mode", "PositionMode")]
 DIMENSION_COLUMNS = [("Size", "ExtraDimSize{}", 70), ("Chunk", "ExtraDimChunk{}", 70),
                      ("Name", "ExtraDimName{}_RBV", 140),
-                     ("Position from attribute", "PosNameDim{}", 150),
-                     ("Index dataset attribute", "PosIndexDim{}", 150)]
+                     ("Index attribute", "PosNameDim{}", 150),
+                     ("Index dataset", "PosIndexDim{}", 150)]
 DIM_LABEL_W = 90
 
 # Fonts the widths are made for: Qt screens set theirs (caQtDM: no font scaling);

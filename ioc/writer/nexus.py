@@ -31,6 +31,7 @@ from ..ndarray import (
     file_attribute_list,
 )
 from . import _write_behind
+from .extra_dims import ExtraDims, FramePlacement
 
 __all__ = [
     "BLOSC_COMPRESSORS", "BLOSC_SHUFFLES", "COMPRESSION_LABELS", "Compression",
@@ -90,6 +91,7 @@ class WriterOptions:
     ndattribute_chunk: int = 0  # NDAttributeChunk; 0 = automatic
     swmr: bool = False
     flush_every: int = 0  # NumFramesFlush (SWMR)
+    extra_dims: ExtraDims = ExtraDims()  # NumExtraDims, ExtraDim*, PositionMode, Pos*, DimAtt
     hostname: str = socket.gethostname()
     creator: str = f"nexus-writer-ioc {__version__}"
 
@@ -173,15 +175,15 @@ def _encode(text: str) -> bytes:
 
 
 def set_string_attribute(obj: h5py.HLObject, name: str, text: str) -> None:
-    """Scalar fixed-length NUL-terminated string sized to the text (ADCore style)."""
+    """Scalar fixed-length string holding the text and its NUL: STRSIZE = length + 1,
+    NULLTERM, as ADCore >= R3-11 writes them."""
     data = _encode(text)
     if name in obj.attrs:
         del obj.attrs[name]
-    tid = _c_string_type(len(data))
+    tid = _c_string_type(len(data) + 1)
     attr = h5py.h5a.create(obj.id, _encode(name), tid, h5py.h5s.create(h5py.h5s.SCALAR))
-    # Memory type = file type: HDF5 copies the bytes as ADCore's H5Awrite does (a
-    # NULLPAD->NULLTERM conversion would drop the last character to fit a NUL).
-    attr.write(np.array(data, dtype=f"S{max(len(data), 1)}"), mtype=tid)
+    # Memory type = file type: HDF5 copies the bytes (text + NUL) unconverted.
+    attr.write(np.array(data, dtype=f"S{len(data) + 1}"), mtype=tid)
 
 
 def set_value_attribute(obj: h5py.HLObject, name: str, value) -> None:
@@ -253,7 +255,7 @@ class _AttributeDataset:
         else:
             self.layout_attributes = ()
 
-    def append(self, attribute: NDAttribute) -> None:
+    def append(self, attribute: NDAttribute, offsets=None) -> None:
         if self.dtype is NDAttrType.Undefined or not attribute.defined:
             return
         if self.dtype is NDAttrType.String:
@@ -324,6 +326,12 @@ class NexusWriter:
             self._direct: set[str] = set()
             self._det_counts: dict[str, int] = {}
             self._default_detector = default_detector.path
+            self._placement = FramePlacement(
+                self.options.extra_dims,
+                self.options.extra_dims.plan(self.options.num_capture, self.options.frames_chunks),
+                default_detector.path)
+            if self.options.multi_frame:
+                self.warnings += self.options.extra_dims.unused_index_names()
             self._close_attributes: list[tuple[h5py.HLObject, Attribute]] = []
             self._build_group(self.file, layout.root, first)
             self._create_attribute_datasets()
@@ -372,13 +380,10 @@ class NexusWriter:
         frame_shape = self._frame_shape
         chunks = tuple(reversed(effective_chunks(first.dims, self.options)))
         if self.options.multi_frame:
-            limit = self.options.num_capture if self.options.num_capture > 0 else None
-            frames_chunk = max(1, self.options.frames_chunks)
-            if limit is not None:
-                frames_chunk = min(frames_chunk, limit)
-            shape = (1, *frame_shape)
-            maxshape = (limit, *frame_shape)
-            chunks = (frames_chunk, *chunks)
+            plan = self._placement.plan  # the extra dimensions' leading axes (extra_dims)
+            shape = (1,) * plan.rank + frame_shape
+            maxshape = (*plan.maxshape, *frame_shape)
+            chunks = (*plan.chunks, *chunks)
         else:
             shape = maxshape = frame_shape
         ds = h5group.create_dataset(
@@ -400,7 +405,7 @@ class NexusWriter:
         self._det_counts[dataset.path] = 0
         # One uncompressed chunk per frame: the frame's bytes are the chunk, written
         # with H5Dwrite_chunk (as ADCore does when dims and codec match one chunk).
-        frame_chunk = (1, *frame_shape) if self.options.multi_frame else frame_shape
+        frame_chunk = shape if self.options.multi_frame else frame_shape
         if not self._compression and chunks == frame_chunk:
             self._direct.add(dataset.path)
 
@@ -454,7 +459,7 @@ class NexusWriter:
                 self.warnings.append(f"NDAttribute {name!r}: {placement.path} is the "
                                      "performance dataset; not stored")
                 continue
-            holder = _AttributeDataset(group, placement, attribute, chunk)
+            holder = self._attribute_holder(group, placement, attribute, chunk)
             self._apply_attributes(holder.ds, holder.layout_attributes)
             if placement.when is When.OPEN:
                 holder.append(attribute)
@@ -464,6 +469,25 @@ class NexusWriter:
         self._attr_datasets.sort(key=lambda h: h.name == "NDArrayUniqueId")
         if default is not None and self.options.hostname:
             set_string_attribute(self.file[default.path], "hostname", self.options.hostname)
+
+    def _attribute_holder(self, group: h5py.Group, placement: Placement, attribute: NDAttribute,
+                          chunk: int):
+        """A 1-D NDAttribute dataset, or one shaped like the scan (DimAttDatasets, PosIndexDim)."""
+        dims = self.options.extra_dims
+        if not dims.dim_att_datasets:
+            return _AttributeDataset(group, placement, attribute, chunk)
+        from .scan_attributes import ScanAttributeDataset  # it builds on this module
+
+        multi = self.options.multi_frame
+        index_dim = dims.index_dim(attribute.name) if multi else None
+        if index_dim is not None:
+            axis = self._placement.plan.dims.index(index_dim)
+            return ScanAttributeDataset(group, placement, attribute, index_axis=axis, chunk=chunk)
+        itemsize = ATTRIBUTE_STRING_SIZE if attribute.dtype is NDAttrType.String else 8
+        leading = dims.attribute_chunks(self.options.num_capture, self.options.ndattribute_chunk,
+                                        itemsize)
+        return ScanAttributeDataset(group, placement, attribute, leading=leading if multi else (),
+                                    multi_frame=multi)
 
     def _write_root_attributes(self, file_name: str) -> None:
         root = self.file
@@ -487,7 +511,12 @@ class NexusWriter:
                                      "not exist; link not created")
                 continue
             parent, name = link.path.rsplit("/", 1)
-            self.file.require_group(parent or "/")[name] = self.file[link.target]
+            group = self.file.require_group(parent or "/")
+            if name in group:  # e.g. an NDAttribute dataset of that name (ADCore: link fails)
+                self.warnings.append(f"hard link {link.path}: the name is taken by another "
+                                     "object; link not created")
+                continue
+            group[name] = self.file[link.target]
 
     # -- frames ----------------------------------------------------------------
     def write(self, frame: NDArray) -> None:
@@ -506,14 +535,17 @@ class NexusWriter:
         ds = self._detectors[path]
         if data.dtype.byteorder == ">" or not data.flags.c_contiguous:
             data = np.ascontiguousarray(data, dtype=self._frame_dtype)
+        offsets = None
         if self.options.multi_frame:
-            index = self._det_counts[path]
-            if index > 0:
-                ds.resize(index + 1, axis=0)
+            # Where it goes (PositionMode labels or the next position); a frame that cannot
+            # be placed raises PositionError before anything of it is written.
+            offsets = self._placement.locate(path, frame.unique_id, frame.attributes)
+            if self._placement.take(path, offsets):
+                ds.resize(self._placement.extent(path) + data.shape)
             if path in self._direct:
-                ds.id.write_direct_chunk((index,) + (0,) * data.ndim, memoryview(data).cast("B"))
+                ds.id.write_direct_chunk(offsets + (0,) * data.ndim, memoryview(data).cast("B"))
             else:
-                ds[index] = data
+                ds[offsets] = data
         elif path in self._direct:
             ds.id.write_direct_chunk((0,) * data.ndim, memoryview(data).cast("B"))
         else:
@@ -523,9 +555,11 @@ class NexusWriter:
         if self._unadvised >= _write_behind.STREAM_EVERY and self._fd is not None:
             self._unadvised = 0
             _write_behind.advise(self._fd)
-        for holder in self._attr_datasets:
-            if holder.when is When.FRAME and holder.name in values:
-                holder.append(values[holder.name])
+        # DimAttDatasets: values are recorded only for frames of the default dataset (ADCore).
+        if not self.options.extra_dims.dim_att_datasets or path == self._default_detector:
+            for holder in self._attr_datasets:
+                if holder.when is When.FRAME and holder.name in values:
+                    holder.append(values[holder.name], offsets)
         if values:
             self._last_attrs = values
         self.frames_written += 1

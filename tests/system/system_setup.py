@@ -46,6 +46,8 @@ class Setup:
         if self.get("Capture_RBV") != "Done":
             self.put("Capture", 0)
         for suffix, value in (
+            ("PositionMode", "Off"), ("NumExtraDims", 0), ("DimAttDatasets", "No"),
+            ("ExtraDimSizeN", 1), ("ExtraDimSizeX", 1), ("ExtraDimSizeY", 1),
             ("FileWriteMode", "Single"), ("AutoSave", "No"), ("NumCapture", 1),
             ("LazyOpen", "No"), ("TempSuffix", ""), ("XMLFileName", ""),
             ("NDAttributesMacros", ""), ("NDAttributesFile", ""), ("CreateDirectory", 0),

@@ -47,10 +47,10 @@ def test_duplicate_ndattribute_and_dangling_link_warn(tmp_path):
                      'datatype="STRING"/><Attribute name="Extra" source="X:pv"/></Attributes>')
     result = run(str(layout), "--attributes", str(attrs))
     assert result.returncode == 0
-    assert "warning: NDAttribute 'Model' is named by 2 datasets (/entry/description, " \
+    assert "warning: line 6: NDAttribute 'Model' is named by 2 datasets (/entry/description, " \
            "/entry/model); only /entry/description is created" in result.stdout
-    assert "warning: hard link /entry/link -> /entry/missing: the target will not exist" \
-        in result.stdout
+    assert "warning: line 8: hard link /entry/link -> /entry/missing: the target will not " \
+        "exist" in result.stdout
     assert "warning: NDAttribute 'Extra' lands in the file root /" in result.stdout
 
 
@@ -70,3 +70,34 @@ def test_default_keyword():
     result = run("default")
     assert result.returncode == 0
     assert "/entry/instrument/performance/timestamp  [dataset]" in result.stdout
+
+
+ODD = """<?xml version="1.0"?>
+<xml>
+  <group name="entry">
+    <attribute name="NX_class" source="constant" value="NXentry"/>
+    <attribute name="version" source="attributes" value="3"/>
+    <dataset name="data" source="detector"/>
+  </group>
+</xml>"""
+
+
+def test_oddities_are_warnings_with_lines_and_strict_adds_the_schema(tmp_path):
+    layout = tmp_path / "odd.xml"
+    layout.write_text(ODD)
+    attrs = tmp_path / "a.xml"
+    attrs.write_text('<Attributes>\n<Attribute name="det-sum" type="PARAM" source="TOTAL" '
+                     'datatype="FLOAT"/>\n</Attributes>')
+    result = run(str(layout), "--attributes", str(attrs))
+    assert result.returncode == 0, result.stderr
+    assert "warning: line 2: root element <xml> is not <hdf5_layout>" in result.stdout
+    assert 'warning: line 5: attribute /entry@version: source="attributes" is not constant ' \
+        "or ndattribute" in result.stdout
+    assert "warning: attributes file line 2: attribute 'det-sum': datatype 'FLOAT'" \
+        in result.stdout
+    assert "/det-sum  [dataset]  NDAttribute det-sum (PARAM TOTAL)" in result.stdout
+
+    strict = run(str(layout), "--strict")
+    assert strict.returncode == 1
+    assert "error: line 2: element <xml>: No matching global declaration" in strict.stdout
+    assert run("default", "--strict").returncode == 0

@@ -31,7 +31,7 @@ def test_every_option_is_described_with_its_default(name):
     for action in _options(parser):
         assert action.help and len(action.help) > 10, f"{name} {action.dest}: no help"
         default = action.default
-        if (action.option_strings and default not in (None, "", [], False)
+        if (action.option_strings and default not in (None, "", [], (), False)
                 and not isinstance(action, argparse._CountAction)):
             shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) \
                 else str(default)

@@ -68,20 +68,81 @@ def test_macros():
 @pytest.mark.parametrize(("text", "line", "fragment"), [
     ('<Attributes>\n<Attribute name="A" type="BOGUS" source="x"/>\n</Attributes>', 2, "unknown type"),
     ('<Attributes>\n<Attribute name="A" source="x" dbrtype="DBR_FOO"/>\n</Attributes>', 2, "dbrtype"),
-    ('<Attributes>\n<Attribute name="A" type="PARAM" source="x" datatype="int"/>\n</Attributes>', 2,
-     "datatype"),
-    ('<Attributes>\n<Attribute name="1A" source="x"/>\n</Attributes>', 2, "must start"),
-    ('<Attributes>\n<Attribute name="A" source="x"/>\n<Attribute name="A" source="y"/>\n'
-     '</Attributes>', 3, "twice"),
     ('<Attributes>\n<Attribute name="A" source="x">\n</Attributes>', 3, "syntax"),
     ('<Attributes>\n<Attribute name="A"/>\n</Attributes>', 2, "no source"),
+    ('<Attributes>\n<Attribute source="x"/>\n</Attributes>', 2, "without a name"),
+    ('<?xml version="1.0"?>\n<Attrs>\n<Attribute name="A" source="x"/>\n</Attrs>', 2,
+     "expected <Attributes>"),
 ])
-def test_bad_attributes(text, line, fragment):
+def test_refused_as_adcore_refuses(text, line, fragment):
     with pytest.raises(AttributesError) as info:
         load_attributes(text)
     assert info.value.line == line
     assert fragment in str(info.value)
     assert info.value.status is AttributesStatus.XML_SYNTAX_ERROR
+
+
+def test_definitions_before_a_refused_element_stay_in_use():
+    text = ('<Attributes>\n<Attribute name="A" source="x"/>\n<Attribute name="B" source="y"/>\n'
+            '<Attribute name="C" type="INT" source="z"/>\n</Attributes>')
+    with pytest.raises(AttributesError) as info:
+        load_attributes(text)
+    assert info.value.line == 4
+    assert [d.name for d in info.value.definitions] == ["A", "B"]
+    assert "2 attributes defined before it stay in use" in str(info.value)
+
+
+def test_any_non_empty_name_is_accepted():
+    names = ["det-sum", "8BitSelect", "ID RingCurrent", "mydetector-Temperature"]
+    text = "<Attributes>\n" + "".join(f'<Attribute name="{n}" source="P:{i}"/>\n'
+                                        for i, n in enumerate(names)) + "</Attributes>"
+    defs = load_attributes(text)
+    assert [d.name for d in defs] == names and defs.warnings == []
+
+
+def test_names_that_cannot_be_stored_are_noted():
+    defs = load_attributes('<Attributes>\n<Attribute name="" source="x"/>\n'
+                           '<Attribute name="a/b" source="y"/>\n</Attributes>')
+    assert [d.name for d in defs] == ["a/b"]
+    assert [(w.line, w.message[:24]) for w in defs.warnings] == [
+        (2, "attribute with an empty "), (3, "attribute 'a/b': not an ")]
+
+
+def test_duplicate_name_last_definition_wins():
+    defs = load_attributes('<Attributes>\n<Attribute name="A" source="first"/>\n'
+                           '<Attribute name="B" source="b"/>\n'
+                           '<Attribute name="A" source="second"/>\n</Attributes>')
+    # ADCore's NDAttributeList::add removes the old entry and appends the new one
+    assert [(d.name, d.source) for d in defs] == [("B", "b"), ("A", "second")]
+    assert defs.warnings[0].line == 4
+    assert "defined again (first on line 2)" in defs.warnings[0].message
+
+
+@pytest.mark.parametrize("datatype", ["FLOAT", "string", "int"])
+def test_param_datatype_adcore_does_not_know_leaves_the_value_undefined(datatype):
+    defs = load_attributes(f'<Attributes>\n<Attribute name="A" type="PARAM" source="X" '
+                           f'datatype="{datatype}"/>\n</Attributes>')
+    assert defs[0].forced_type is NDAttrType.Undefined
+    assert defs.warnings[0].line == 2 and "stays undefined" in defs.warnings[0].message
+
+
+def test_other_elements_are_read_as_attributes_and_unknown_xml_attributes_noted():
+    defs = load_attributes('<Attributes>\n<Attr name="A" source="x"/>\n'
+                           '<Attribute name="B" source="y" when="OnFileWrite"/>\n</Attributes>')
+    assert [d.name for d in defs] == ["A", "B"]
+    assert [w.line for w in defs.warnings] == [2, 3]
+    assert "read as an <Attribute>" in defs.warnings[0].message
+    assert 'when="OnFileWrite" is not used' in defs.warnings[1].message
+
+
+def test_addr_is_read_like_strtol():
+    defs = load_attributes('<Attributes>\n'
+                           '<Attribute name="A" type="PARAM" source="X" addr="0x10"/>\n'
+                           '<Attribute name="B" type="PARAM" source="X" addr="3rd"/>\n'
+                           '<Attribute name="C" type="PARAM" source="X" addr="junk"/>\n'
+                           '</Attributes>')
+    assert [d.addr for d in defs] == [16, 3, 0]
+    assert [w.line for w in defs.warnings] == [3, 4]
 
 
 def test_missing_file_status():
