@@ -50,8 +50,9 @@ def _parser(sub, name: str, help_: str, description: str, epilog: str):
 
 def add_serve_parser(sub) -> None:
     p = _parser(sub, "serve", "run the NDFileHDF5-compatible writer IOC", """\
-The writer IOC: the NDFileHDF5 PVs under --prefix; frames read over Channel Access from
-the areaDetector NDStdArrays plugin at --source; NeXus HDF5 files written as the PVs say.
+The writer IOC: the NDFileHDF5 PVs under --prefix; frames read from the areaDetector
+plugin at --source (NDStdArrays over Channel Access, or NDPluginPva over pvAccess); NeXus
+HDF5 files written as the PVs say.
 At start it prints a summary (prefix, PVs, port, source, layout, attributes, roots).""",
                 f"""\
 example:
@@ -61,11 +62,16 @@ example:
 EPICS environment:
 {SERVER_ENV}
   EPICS_CA_ADDR_LIST, EPICS_CA_AUTO_ADDR_LIST   where the source and driver PVs are
-                                 searched (the detector IOC's host must be reachable)""")
+                                 searched (the detector IOC's host must be reachable)
+  EPICS_PVA_ADDR_LIST, EPICS_PVA_AUTO_ADDR_LIST where a pva:// source is searched""")
     p.add_argument("--prefix", default="13SIM1:HDF1:", help="our PV prefix (P+R of ADCore)")
     p.add_argument("--source", default="13SIM1:image1:",
-                   help="prefix of the NDStdArrays plugin to read (<source>ArrayData, ...); "
-                   "empty: no source")
+                   help="where frames come from: ca://PREFIX (or PREFIX) for an NDStdArrays "
+                   "plugin (<PREFIX>ArrayData, ...), or pva://PVNAME for an NDPluginPva "
+                   "NTNDArray (e.g. pva://13SIM1:Pva1:Image); empty: no source")
+    p.add_argument("--pva-queue", type=int, default=32, metavar="N",
+                   help="updates the pvAccess server keeps for us while we lag "
+                   "(pvRequest queueSize; pva:// sources)")
     p.add_argument("--cam", default="",
                    help="driver prefix: PARAM attributes are read from its PVs and "
                    "NDArrayPort defaults to its PortName_RBV (default: none: PARAM "
@@ -95,18 +101,23 @@ EPICS environment:
 
 
 def add_sim_parser(sub) -> None:
-    p = _parser(sub, "sim", "run a simulated areaDetector (cam1: + image1:)", """\
-A simulated areaDetector: the driver's PVs under <prefix>cam1: and an NDStdArrays plugin
-under <prefix>image1:. Acquire sends frames whose pixels are (x + y + UniqueId), so every
-pixel of every file can be checked.""", f"""\
+    p = _parser(sub, "sim", "run a simulated areaDetector (cam1:, image1:, Stats1:, "
+                "Pva1:Image)", """\
+A simulated areaDetector: the driver's PVs under <prefix>cam1:, an NDStdArrays plugin
+under <prefix>image1:, a stats plugin under <prefix>Stats1: and an NDPluginPva NTNDArray
+<prefix>Pva1:Image over pvAccess. Acquire sends frames whose pixels are
+(x + y + UniqueId), so every pixel of every file can be checked.""", f"""\
 example (the writer on 5064, this detector on 5074, both on this machine):
   EPICS_CAS_SERVER_PORT=5074 nexus-writer-ioc sim --prefix 13SIM1: --size 1024 1024
 
 EPICS environment:
 {SERVER_ENV}
+  EPICS_PVAS_SERVER_PORT, EPICS_PVAS_BROADCAST_PORT, EPICS_PVAS_INTF_ADDR_LIST
+                                 the pvAccess server (Pva1:Image)
   CAPROTO_MIN_SUBSCRIPTION_BACKLOG   ArrayData updates queued per client (200)""")
     p.add_argument("--prefix", default="13SIM1:",
-                   help="prefix of the detector's PVs (cam1: and image1: below it)")
+                   help="prefix of the detector's PVs (cam1:, image1:, Stats1:, Pva1:Image "
+                   "below it)")
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("X", "Y"),
                    help="image size at start (cam1:SizeX, SizeY)")
     p.add_argument("--max-size", type=int, nargs=2, default=(1024, 1024), metavar=("X", "Y"),
@@ -115,6 +126,23 @@ EPICS environment:
     p.add_argument("--array-type", choices=("CHAR", "SHORT", "LONG", "FLOAT", "DOUBLE"),
                    default="SHORT",
                    help="CA type of image1:ArrayData (SHORT carries UInt16, as areaDetector)")
+    p.add_argument("--codec", choices=("none", "lz4", "bslz4", "blosc"), default="none",
+                   help="compress the frames of <prefix>Pva1:Image as NDPluginCodec does")
+    p.add_argument("--blosc-compressor", type=int, default=1, choices=range(6), metavar="0-5",
+                   help="--codec blosc: BloscLZ, LZ4, LZ4HC, SNAPPY, ZLIB, ZSTD (0-5)")
+    p.add_argument("--blosc-shuffle", type=int, default=1, choices=range(3), metavar="0-2",
+                   help="--codec blosc: no, byte or bit shuffle (0-2)")
+    p.add_argument("--blosc-level", type=int, default=5, choices=range(10), metavar="0-9",
+                   help="--codec blosc: compression level (0-9)")
+    p.add_argument("--noise", type=float, default=0.0, metavar="MEAN",
+                   help="add a fixed Poisson noise field of this mean to every frame "
+                   "(realistic compression ratios; pixels stay checkable)")
+    p.add_argument("--backlog-mb", type=int, default=0, metavar="MB",
+                   help="frames each image1:ArrayData subscriber may have queued, in MiB of "
+                   "the largest frame (4 to 200 frames); a subscriber that lags further "
+                   "loses the oldest (default: %(default)s: 200 frames)")
+    p.add_argument("--no-pva", action="store_true",
+                   help="do not serve <prefix>Pva1:Image over pvAccess")
     p.add_argument("--list-pvs", action="store_true",
                    help="print the PV names served, then '# end of PV list', and serve on")
     p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
@@ -174,6 +202,12 @@ examples:
     p.add_argument("--json", action="store_true",
                    help="print the rows and summary as JSON on stdout (rows also on stderr "
                    "as they are measured)")
+    p.add_argument("--transport", choices=("ca", "pva", "both"), default="both",
+                   help="end-to-end rows over Channel Access (image1:), pvAccess (Pva1:Image) "
+                   "or both")
+    p.add_argument("--codec", choices=("none", "lz4", "bslz4", "blosc"), default="bslz4",
+                   help="PVA rows: also stream frames the simulator compresses with this codec "
+                   "(with noise), reporting the compression ratio")
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="instead of the measurements: stream files of 500 frames (256x256 "
                    "uint16) this long; report memory and open files at start and end "

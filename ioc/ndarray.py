@@ -113,6 +113,32 @@ class NDAttribute:
         return self.dtype is not NDAttrType.Undefined and self.value is not None
 
 
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """How a pre-compressed frame's pixels are stored (NDPluginCodec, ADCore R3-15).
+
+    ``name`` is NDPluginCodec's codec name ("lz4", "bslz4", "blosc"); ``payload`` the
+    compressed bytes exactly as the codec made them (uint8, 1-D): a raw LZ4 block, the
+    bitshuffle/LZ4 blocks without the HDF5 filter's 12-byte header, a Blosc frame."""
+
+    name: str
+    payload: np.ndarray
+
+    @property
+    def compressed_size(self) -> int:
+        return int(self.payload.size)
+
+
+def placeholder(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A read-only array of ``shape`` and ``dtype`` holding no pixels (every element views
+    one zero): what a compressed frame's ``data`` is, so that its dimensions and type read
+    as for any frame, without decompressing it."""
+    base = np.zeros(1, dtype=dtype)
+    view = np.lib.stride_tricks.as_strided(base, shape=tuple(shape), strides=(0,) * len(shape),
+                                           writeable=False)
+    return view
+
+
 @dataclass(slots=True)
 class NDArray:
     """One detector frame.
@@ -121,6 +147,10 @@ class NDArray:
     dimension order: NDArray dim 0 (fastest, X for a mono image) is the last
     numpy axis.  ``offset``, ``binning`` and ``reverse`` are per NDArray
     dimension, in NDArray order, as ADCore stores them in the file.
+
+    A pre-compressed frame (``codec`` set) has no pixels in ``data``: it is a
+    ``placeholder`` with the uncompressed shape and type, and the pixels are in
+    ``codec.payload`` (``ioc.writer.codecs.decoded`` decompresses them).
     """
 
     data: np.ndarray
@@ -132,6 +162,7 @@ class NDArray:
     offset: tuple[int, ...] | None = None
     binning: tuple[int, ...] | None = None
     reverse: tuple[int, ...] | None = None
+    codec: Codec | None = None
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -144,11 +175,26 @@ class NDArray:
 
     @property
     def nbytes(self) -> int:
-        return int(self.data.nbytes)
+        """Bytes of the uncompressed pixels."""
+        return int(self.data.size) * self.data.dtype.itemsize
+
+    @property
+    def compressed_size(self) -> int:
+        """Bytes as received: the compressed size, or the pixels' (ADCore's compressedSize)."""
+        return self.codec.compressed_size if self.codec is not None else self.nbytes
+
+    @property
+    def codec_name(self) -> str:
+        return self.codec.name if self.codec is not None else ""
 
     def detached(self) -> NDArray:
         """This frame with pixels in memory of its own: for frames kept for long (Capture
         buffers), whose data may view a receiver's shared-memory slot."""
+        if self.codec is not None:
+            payload = self.codec.payload
+            if payload.base is None:
+                return self
+            return dataclasses.replace(self, codec=Codec(self.codec.name, payload.copy()))
         base = self.data
         while isinstance(base, np.ndarray) and not base.flags.owndata:
             base = base.base

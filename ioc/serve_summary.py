@@ -13,14 +13,18 @@ log = logging.getLogger("ioc.server")
 SOURCE_WAIT = 5.0  # s: the summary waits this long for the source to connect
 
 
-def ca_search_hint() -> str:
-    """Where this process searches for PVs, and how to change it."""
-    addresses = os.environ.get("EPICS_CA_ADDR_LIST", "").strip()
-    auto = os.environ.get("EPICS_CA_AUTO_ADDR_LIST", "YES").strip().upper() != "NO"
-    where = f"EPICS_CA_ADDR_LIST={addresses!r}" if addresses else "EPICS_CA_ADDR_LIST unset"
-    where += " and the broadcast addresses" if auto else " only (EPICS_CA_AUTO_ADDR_LIST=NO)"
+def ca_search_hint(transport: str = "ca") -> str:
+    """Where this process searches for PVs (Channel Access, or pvAccess for pva:// sources),
+    and how to change it."""
+    kind = "PVA" if transport == "pva" else "CA"
+    addresses = os.environ.get(f"EPICS_{kind}_ADDR_LIST", "").strip()
+    auto = os.environ.get(f"EPICS_{kind}_AUTO_ADDR_LIST", "YES").strip().upper() != "NO"
+    where = (f"EPICS_{kind}_ADDR_LIST={addresses!r}" if addresses
+             else f"EPICS_{kind}_ADDR_LIST unset")
+    where += " and the broadcast addresses" if auto else \
+        f" only (EPICS_{kind}_AUTO_ADDR_LIST=NO)"
     return (f"searched: {where}; put the detector IOC's host (or host:port) in "
-            "EPICS_CA_ADDR_LIST")
+            f"EPICS_{kind}_ADDR_LIST")
 
 
 class SourceReport:
@@ -60,18 +64,25 @@ class SourceReport:
             log.warning("source %s disconnected: frames stop until it is back", self.prefix)
 
 
-def source_line(prefix: str, connected: bool, waited: float,
+def source_line(spec: str, connected: bool, waited: float,
                 receiver_pid: int | None) -> tuple[int, str]:
-    where = f"NDStdArrays over CA, received in process {receiver_pid}" if receiver_pid \
-        else "NDStdArrays over CA"
-    if not prefix:
+    from .sources.frames import parse_source
+
+    if not spec:
         return logging.WARNING, "source: none (--source is empty): no frames will arrive"
+    transport, name = parse_source(spec)
+    if transport == "pva":
+        what, pvs = "NDPluginPva NTNDArray over pvAccess", f"the PV {name}"
+        question = "an NDPluginPva plugin serving this PV"
+    else:
+        what, pvs = "NDStdArrays over CA", f"{name}ArrayData and its size/type/UniqueId PVs"
+        question = "its NDStdArrays plugin at this prefix"
+    where = f"{what}, received in process {receiver_pid}" if receiver_pid else what
     if connected:
-        return logging.INFO, f"source: {prefix} ({where}): connected"
+        return logging.INFO, f"source: {spec} ({where}): connected"
     return logging.WARNING, (
-        f"source: {prefix} ({where}): NOT connected after {waited:.0f} s "
-        f"({prefix}ArrayData and its size/type/UniqueId PVs); is the detector IOC "
-        f"running with its NDStdArrays plugin at this prefix? {ca_search_hint()}")
+        f"source: {spec} ({where}): NOT connected after {waited:.0f} s ({pvs}); is the "
+        f"detector IOC running with {question}? {ca_search_hint(transport)}")
 
 
 def summary_lines(*, version: str, prefix: str, n_pvs: int, port: int, udp_port: int,
@@ -120,12 +131,12 @@ def wait_and_announce(fixed: list[tuple[int, str]], image, report: SourceReport,
                       receiver_pid: int | None, timeout: float = SOURCE_WAIT) -> bool:
     """Wait up to ``timeout`` for the source, then log the summary; whether connected."""
     start = time.monotonic()
-    while image.prefix and not image.connected and time.monotonic() - start < timeout:
+    spec = report.prefix  # as given (ca://, pva:// or a bare CA prefix)
+    while spec and not image.connected and time.monotonic() - start < timeout:
         time.sleep(0.05)
-    connected = bool(image.prefix) and image.connected
+    connected = bool(spec) and image.connected
     lines = list(fixed)
-    lines.insert(2, source_line(image.prefix, connected, time.monotonic() - start,
-                                receiver_pid))
+    lines.insert(2, source_line(spec, connected, time.monotonic() - start, receiver_pid))
     for level, text in lines:
         log.log(level, "%s", text)
     report.announce(connected)

@@ -24,14 +24,21 @@ PORT_NAME = "FileHDF1"
 
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
-              queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process"):
-    """Create the PV group, the saver and the CA source (not started).
+              queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process",
+              pva_queue: int = 32):
+    """Create the PV group, the saver and the image source (not started).
 
-    ``receiver="process"`` receives images in a child process (frames in shared
-    memory); ``"thread"`` receives them in this process (one GIL for everything)."""
+    ``source`` is ``ca://PREFIX`` (or a bare PREFIX: an NDStdArrays plugin over Channel
+    Access) or ``pva://PVNAME`` (an NDPluginPva NTNDArray).  ``receiver="process"``
+    receives images in a child process (frames in shared memory); ``"thread"`` receives
+    them in this process (one GIL for everything)."""
     import h5py
 
-    from .sources.ca import AttributeSampler, CAImageSource
+    from .sources.ca import AttributeSampler
+    from .sources.frames import parse_source
+    from .sources.select import TransportSource
+
+    parse_source(source)  # an unknown transport is refused before anything starts
 
     table = with_defaults(
         PluginType_RBV=f"NDFileHDF5 ver{h5py.version.hdf5_version}",
@@ -74,12 +81,13 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         from .sources.receiver import ProcessImageSource
 
         image = ProcessImageSource(source, group.on_frame, on_status=on_status,
-                                   on_error=on_error, attributes=sampler, queue_size=queue_size)
+                                   on_error=on_error, attributes=sampler, queue_size=queue_size,
+                                   pva_queue=pva_queue)
         group.on_queue_size = image.set_queue_size
     else:
-        image = CAImageSource(source, group.on_frame, accepting=group.accepting,
-                              on_status=on_status, on_error=on_error, attributes=sampler,
-                              context=context)
+        image = TransportSource(source, group.on_frame, pva_queue=pva_queue,
+                                accepting=group.accepting, on_status=on_status,
+                                on_error=on_error, attributes=sampler, context=context)
 
     def load(spec: str, macros: str) -> tuple[int, str]:
         try:
@@ -93,6 +101,11 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         return int(AttributesStatus.OK), "; ".join(notes)
 
     def set_source(prefix_: str) -> None:
+        try:
+            parse_source(prefix_)
+        except ValueError as exc:
+            group.post(WriteMessage=str(exc)[:255])
+            raise
         report.prefix = prefix_
         image.set_prefix(prefix_)
         _prime_when_connected(image, prime, timeout=5.0)
@@ -117,9 +130,13 @@ def serve_main(args: argparse.Namespace) -> int:
 
     keep_frame_buffers()
     _write_behind.set_enabled(not args.keep_page_cache)
-    group, saver, image, context, cam, prime = build_ioc(
-        args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-        tuple(args.allow_root), args.receiver)
+    try:
+        group, saver, image, context, cam, prime = build_ioc(
+            args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
+            tuple(args.allow_root), args.receiver, args.pva_queue)
+    except ValueError as exc:  # an unknown source transport
+        log.error("--source %s: %s", args.source, exc)
+        return 2
     if args.list_pvs:
         print("\n".join(pv_listing(args.prefix, tuple(group.table.values()))))
         print("# end of PV list", flush=True)
@@ -182,8 +199,10 @@ def _prime_when_connected(image, prime, timeout: float = 10.0, quiet: bool = Fal
     if image.connected:
         prime()
     elif not quiet:
+        from .sources.frames import parse_source
+
         log.warning("source %s not connected after %.0f s; readbacks not primed; %s",
-                    image.prefix, timeout, ca_search_hint())
+                    image.prefix, timeout, ca_search_hint(parse_source(image.prefix)[0]))
 
 
 async def _default_port(group, context, cam: str) -> None:

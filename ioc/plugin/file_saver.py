@@ -198,6 +198,7 @@ class FileSaver:
             EpicsTSSec_RBV=frame.epics_ts_sec, EpicsTSNsec_RBV=frame.epics_ts_nsec,
             DataType_RBV=int(frame.data_type),
             ColorMode_RBV=int(color.value) if color is not None and color.defined else 0,
+            Codec_RBV=frame.codec_name, CompressedSize_RBV=frame.compressed_size,
         )
         if dims != self._described_dims:
             self._described_dims = dims

@@ -299,8 +299,9 @@ def _extension() -> list[PV]:
     global _section
     _section = "extension"
     t: list[PV] = []
-    t += text("SourcePrefix", doc="prefix of the areaDetector NDStdArrays plugin we read "
-              "(e.g. 13SIM1:image1:); writing it re-subscribes")
+    t += text("SourcePrefix", doc="where frames come from: an NDStdArrays plugin's prefix "
+              "(13SIM1:image1: or ca://13SIM1:image1:) or an NDPluginPva PV "
+              "(pva://13SIM1:Pva1:Image); writing it re-subscribes")
     t += ro("SourceConnected_RBV", Kind.ENUM, "bi", 0, enum_strings=("Disconnected", "Connected"),
             doc="Connected when ArrayData and the size/type PVs of the source are connected")
     t += ro("SourceSkipped_RBV", Kind.LONG, "longin", 0,

@@ -2,19 +2,20 @@
 
 Receiving a 1 Mpixel image over Channel Access costs about a core at a few hundred
 frames/s (caproto parses and copies in Python), and so does writing files.  In
-one process they share one GIL; here the CA client runs in a child process
-(``spawn``: no threads are forked) and copies each frame once, byte-swapped, into
-a shared-memory slot (an anonymous ``memfd``, its descriptor passed over the
+one process they share one GIL; here the transport's client (CA: caproto; pvAccess:
+p4p) runs in a child process (``spawn``: no threads are forked) and copies each frame
+once into a shared-memory slot (an anonymous ``memfd``, its descriptor passed over the
 pipe: nothing is left behind in ``/dev/shm`` if a process is killed).  The IOC
-process maps the slot read-only and queues an ``NDArray`` viewing it; when the
-last reference to that array goes (file written, frame dropped), the slot goes
-back to the child.
+process maps the slot read-only and queues an ``NDArray`` viewing it (with every
+attribute the frame carried, see ``frames.frame_message``); when the last reference to
+that array goes (file written, frame dropped), the slot goes back to the child.
 
 Memory stays bounded when the writer lags: the child holds at most ``max_slots``
 slots (QueueSize + a few in flight); with none free, a frame is passed on as its
 UniqueId only, and the IOC counts it in DroppedArrays, as a full queue does.
 
-``ProcessImageSource`` has the interface of ``sources.CAImageSource``.
+``ProcessImageSource`` has the interface of ``ca.CAImageSource`` / ``pva.PVAImageSource``;
+the source name (``ca://...``, ``pva://...`` or a bare CA prefix) picks the transport.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from ..ndarray import NDArray, NDAttribute, NDAttrSource, NDAttrType
+from ..ndarray import NDArray
 from ._shm import map_shared, new_slot
 from .ca import AttributeSampler
+from .frames import frame_from_message, frame_message
+from .select import TransportSource
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +140,8 @@ class _SlotPool:
             self.max_slots = max(int(max_slots), 1)
 
 
-def _child_main(conn, prefix: str, max_slots: int, log_levels: dict[str, int]) -> None:
+def _child_main(conn, spec: str, max_slots: int, log_levels: dict[str, int],
+                pva_queue: int) -> None:
     """Entry point of the receiver process."""
     # Ctrl-C reaches the whole process group: the IOC stops us when it stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -145,12 +149,9 @@ def _child_main(conn, prefix: str, max_slots: int, log_levels: dict[str, int]) -
                         format="%(asctime)s %(levelname)s receiver %(name)s: %(message)s")
     for name, level in log_levels.items():
         logging.getLogger(name).setLevel(level)
-    from . import _caproto_recv
     from ._malloc import keep_frame_buffers
-    from .ca import CAImageSource
 
     keep_frame_buffers()
-    _caproto_recv.install()
     sender = _Sender(conn, os.getppid())
     pool = _SlotPool(sender, max_slots)
 
@@ -161,16 +162,14 @@ def _child_main(conn, prefix: str, max_slots: int, log_levels: dict[str, int]) -
                 pool.free(slot.index)
             sender.send(("uid", frame if isinstance(frame, int) else frame.unique_id))
             return
-        color = frame.attributes.get("ColorMode")
-        sender.send(("frame", slot.index, frame.data.dtype.str, frame.data.shape,
-                     frame.unique_id, frame.timestamp, frame.epics_ts_sec, frame.epics_ts_nsec,
-                     int(color.value) if color is not None else 0))
+        sender.send(("frame", slot.index, frame_message(frame)))
 
-    source = CAImageSource(prefix, on_frame, accepting=pool.available,
-                           on_status=lambda status: sender.send(("status", status)),
-                           on_error=lambda message: sender.send(("error", message)),
-                           allocate=pool.allocate)
-    calls = {"set_prefix": source.set_prefix, "read_current": source.read_current}
+    source = TransportSource(
+        spec, on_frame, pva_queue=pva_queue, accepting=pool.available, allocate=pool.allocate,
+        on_status=lambda status: sender.send(("status", status)),
+        on_error=lambda message: sender.send(("error", message)))
+    calls = {"set_prefix": source.set_prefix, "read_current": source.read_current,
+             "latest_unique_id": source.latest_unique_id}
     source.start()
     try:
         while True:
@@ -206,11 +205,11 @@ def _child_main(conn, prefix: str, max_slots: int, log_levels: dict[str, int]) -
 def _log_levels() -> dict[str, int]:
     """This process's levels for the loggers the child uses ("" is the root)."""
     return {name: logging.getLogger(name or None).getEffectiveLevel()
-            for name in ("", "ioc.sources", "caproto")}
+            for name in ("", "ioc.sources", "caproto", "p4p")}
 
 
 class ProcessImageSource:
-    """Runs ``CAImageSource`` in a child process; frames arrive in shared memory.
+    """Runs the source (CA or PVA) in a child process; frames arrive in shared memory.
 
     The child is supervised: if it dies (killed, out of memory), the IOC says so in
     WriteMessage, shows the source disconnected and starts a new one after
@@ -224,8 +223,10 @@ class ProcessImageSource:
     def __init__(self, prefix: str, on_frame: Callable[[NDArray | int], None], *,
                  on_status: Callable[[dict], None] = lambda status: None,
                  on_error: Callable[[str], None] = lambda message: None,
-                 attributes: AttributeSampler | None = None, queue_size: int = 20):
+                 attributes: AttributeSampler | None = None, queue_size: int = 20,
+                 pva_queue: int = 32):
         self.prefix = prefix
+        self.pva_queue = pva_queue
         self.on_frame = on_frame
         self.on_status = on_status
         self.on_error = on_error
@@ -253,7 +254,7 @@ class ProcessImageSource:
         ours, theirs = context.Pipe(duplex=True)
         process = context.Process(
             target=_child_main, name="nexus-writer-receiver", daemon=True,
-            args=(theirs, self.prefix, self.max_slots, _log_levels()))
+            args=(theirs, self.prefix, self.max_slots, _log_levels(), self.pva_queue))
         process.start()
         theirs.close()
         with self._freed_lock:
@@ -312,6 +313,15 @@ class ProcessImageSource:
         if frame is not None and self.attributes is not None:
             frame.attributes.update(self.attributes.sample())
         return frame
+
+    def latest_unique_id(self, timeout: float = 2.0) -> int | None:
+        """The UniqueId of the latest frame the source has produced (PVA: the channel's
+        current value; CA: None until that transport provides it)."""
+        try:
+            return self._call("latest_unique_id", timeout, timeout=timeout + 5)
+        except Exception as exc:  # noqa: BLE001 - the child is restarting, or timed out
+            log.info("latest UniqueId not available: %s", exc)
+            return None
 
     def _call(self, name: str, *args, timeout: float | None = None):
         call_id = next(self._ids)
@@ -380,26 +390,20 @@ class ProcessImageSource:
             log.error(message)
             self.on_error(message)
 
-    def _on_frame(self, generation: int, index: int, dtype: str, shape: tuple, uid: int,
-                  timestamp: float, sec: int, nsec: int, color: int) -> None:
+    def _on_frame(self, generation: int, index: int, message: tuple) -> None:
         mapping = self._maps.get(index)
         if mapping is None:  # the slot could not be mapped: the frame is dropped
             self._free(generation, index)
-            self.on_frame(uid)
+            self.on_frame(message[2])
             return
-        dtype_ = np.dtype(dtype)
-        count = int(np.prod(shape))
-        base = np.frombuffer(mapping, dtype=dtype_, count=count)
-        base.flags.writeable = False  # the mapping is read-only
+        frame, base = frame_from_message(mapping, message)
         # The slot returns to the child when the last view of it is gone.
         weakref.finalize(base, self._free, generation, index)
-        attributes = {"ColorMode": NDAttribute("ColorMode", color, NDAttrType.Int32,
-                                               "Color mode", "Driver", NDAttrSource.DRIVER)}
-        if self.attributes is not None:
-            attributes.update(self.attributes.sample())
-        frame = NDArray(data=base.reshape(shape), unique_id=uid, timestamp=timestamp,
-                        epics_ts_sec=sec, epics_ts_nsec=nsec, attributes=attributes)
         del base
+        if self.attributes is not None:
+            # the writer's own NDAttributes after the frame's: a later one of the same
+            # name replaces the earlier (NDPluginDriver::beginProcessCallbacks)
+            frame.attributes.update(self.attributes.sample())
         self.on_frame(frame)
 
     def _free(self, generation: int, index: int) -> None:

@@ -29,12 +29,16 @@ def free_port() -> int:
 
 
 class CAEnvironment:
-    """One private CA 'network' on loopback: each IOC gets its own server port and
-    every client searches all of them (two servers on one UDP port would steal each
-    other's unicast searches)."""
+    """One private CA and pvAccess 'network' on loopback: each IOC gets its own server
+    ports (CA: TCP+UDP; PVA: a TCP server port and a UDP search port) and every client
+    searches all of them (two servers on one UDP port would steal each other's unicast
+    searches).  Beacons go to 127.0.0.1 only; nothing is sent anywhere else."""
 
     def __init__(self, n_servers: int = 2):
         self.ports = [free_port() for _ in range(n_servers)]
+        self.pva_ports = [free_port() for _ in range(n_servers)]  # TCP
+        self.pva_udp = [free_port() for _ in range(n_servers)]  # searches
+        self.pva_client_udp = free_port()  # clients' beacon port (no server binds it)
         # A real repeater on loopback: servers' beacons go there, and every client's
         # registration (caproto's, libca's) is confirmed over loopback.
         self._repeater = LoopbackRepeater()
@@ -51,6 +55,19 @@ class CAEnvironment:
             "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
             "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
             "EPICS_CAS_BEACON_PORT": str(self.repeater),
+            **self.pva_client_env(),
+        }
+
+    def pva_client_env(self) -> dict[str, str]:
+        return {
+            "EPICS_PVA_ADDR_LIST": " ".join(f"127.0.0.1:{p}" for p in self.pva_udp),
+            "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+            "EPICS_PVA_BROADCAST_PORT": str(self.pva_client_udp),
+            "EPICS_PVA_SERVER_PORT": str(self.pva_ports[0]),
+            "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
+            "EPICS_PVAS_BEACON_ADDR_LIST": f"127.0.0.1:{self.pva_client_udp}",
+            "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
+            "EPICS_PVAS_IGNORE_ADDR_LIST": "",
         }
 
     def server_env(self, index: int) -> dict[str, str]:
@@ -58,6 +75,10 @@ class CAEnvironment:
         env.update(self.client_env())
         env["EPICS_CAS_SERVER_PORT"] = str(self.ports[index])
         env["EPICS_CA_SERVER_PORT"] = str(self.ports[index])
+        for name in ("EPICS_PVAS_SERVER_PORT", "EPICS_PVA_SERVER_PORT"):
+            env[name] = str(self.pva_ports[index])
+        for name in ("EPICS_PVAS_BROADCAST_PORT", "EPICS_PVA_BROADCAST_PORT"):
+            env[name] = str(self.pva_udp[index])
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

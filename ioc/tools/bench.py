@@ -237,22 +237,29 @@ def bench_disk(report: Report, work: Path, megabytes: int) -> float:
 
 # -- Channel Access and end to end ------------------------------------------------------------
 
-class Rig:
-    """Simulator (+ optionally the writer) on private CA ports."""
+PVA_SOURCE = f"pva://{PREFIX}Pva1:Image"
 
-    def __init__(self, work: Path, shape, dtype: str, writer: bool, queue: int = 20):
+
+class Rig:
+    """Simulator (+ optionally the writer) on private CA/PVA ports.  ``transport`` is the
+    writer's source ("ca": image1:, "pva": Pva1:Image); ``sim_args`` more sim options
+    (--codec, --noise)."""
+
+    def __init__(self, work: Path, shape, dtype: str, writer: bool, queue: int = 20,
+                 transport: str = "ca", sim_args: tuple[str, ...] = ()):
         self.env = CAEnvironment(2)
         self.env.apply_to_this_process()
         self.work = work
         logs = work / "logs"
         logs.mkdir(exist_ok=True)
         self.sim = IOCProcess(["sim", "--prefix", PREFIX, "--size", str(shape[1]), str(shape[0]),
-                               "--max-size", str(shape[1]), str(shape[0])],
+                               "--max-size", str(shape[1]), str(shape[0]), *sim_args],
                               self.env.server_env(0), logs / "sim.log")
         self.writer = None
+        source = PVA_SOURCE if transport == "pva" else PREFIX + "image1:"
         if writer:
             self.writer = IOCProcess(["serve", "--prefix", WRITER, "--source",
-                                      PREFIX + "image1:", "--queue-size", str(queue)],
+                                      source, "--queue-size", str(queue)],
                                      self.env.server_env(1), logs / "writer.log")
         self.client = Client()
         self.cam = PREFIX + "cam1:"
@@ -351,36 +358,40 @@ def rate_search(rates, attempt, refine: int = 0) -> float:
 
 
 def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration,
-               refine: int = 0) -> float:
-    """Highest rate at which our CA receive path (the IOC's: a receiver process, frames in
-    shared memory) gets every frame; nothing is written."""
+               refine: int = 0, transport: str = "ca") -> float:
+    """Highest rate at which our receive path (the IOC's: a receiver process, frames in
+    shared memory) gets every frame over ``transport`` ("ca" or "pva"); nothing is
+    written.  Over PVA this is the PVA ceiling the end-to-end rows are measured against."""
     from ..sources.receiver import ProcessImageSource
 
-    rig = Rig(work, shape, dtype, writer=False)
+    rig = Rig(work, shape, dtype, writer=False, transport=transport)
     received: list[int] = []
 
     def on_frame(frame) -> None:
         if not isinstance(frame, int):  # an id alone: received, but its pixels were not kept
             received.append(frame.unique_id)
 
-    source = ProcessImageSource(PREFIX + "image1:", on_frame)
+    source = ProcessImageSource(PVA_SOURCE if transport == "pva" else PREFIX + "image1:",
+                                on_frame, queue_size=100)
     best = 0.0
     try:
         import psutil
 
         source.start()
-        wait_for(lambda: source.connected, 30, what="CA source")
+        wait_for(lambda: source.connected, 30, what=f"{transport} source")
         cpu = CPUMeter(sim=psutil.Process(rig.sim.proc.pid),
                        receiver=psutil.Process(source.process.pid))
         def attempt(rate: float) -> tuple[int, float]:
-            report.progress(f"CA transport alone: {rate:g} frames/s for {duration:g} s "
+            report.progress(f"{transport.upper()} transport alone: {rate:g} frames/s for "
+                            f"{duration:g} s "
                             "(steps up until frames are lost, then bisects)")
             received.clear()
             cpu.start()
             ids, achieved = rig.acquire(max(int(rate * duration), 5), rate)
             wait_until_quiet(lambda: len(received))
             lost = len(set(ids) - set(received))
-            report.add(test="CA transport alone (sim -> CA client)", size=f"{shape[1]}x{shape[0]}",
+            report.add(test=f"{transport.upper()} transport alone (sim -> "
+                            f"{transport.upper()} client)", size=f"{shape[1]}x{shape[0]}",
                        dtype=dtype, rate=achieved, unit="frames/s", lost=lost,
                        note=f"asked {rate}/s; received {len(received)}/{len(ids)}; "
                             f"{cpu.per_frame(len(ids))}")
@@ -394,11 +405,16 @@ def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration,
 
 
 def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: str,
-               queue: int = 20, refine: int = 0) -> tuple[float, int]:
-    """Highest rate with zero lost frames, sim -> writer IOC -> files; and peak RSS."""
+               queue: int = 20, refine: int = 0, transport: str = "ca",
+               codec: str = "") -> tuple[float, int]:
+    """Highest rate with zero lost frames, sim -> writer IOC -> files; and peak RSS.
+    ``codec``: the simulator sends NDPluginCodec-compressed frames with realistic noise
+    (PVA), written as they come (the writer's Compression is the codec)."""
     import psutil
 
-    rig = Rig(work, shape, dtype, writer=True, queue=queue)
+    sim_args = ("--codec", codec, "--noise", "100") if codec else ()
+    rig = Rig(work, shape, dtype, writer=True, queue=queue, transport=transport,
+              sim_args=sim_args)
     out = work / f"e2e-{mode}"
     best, peak = 0.0, 0
     try:
@@ -408,12 +424,16 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
                        receiver=lambda: process.children(recursive=True), ioc=process)
         for suffix, value in (("FilePath", str(out)), ("FileName", "bench"),
                               ("FileTemplate", "%s%s_%6.6d.h5"), ("CreateDirectory", -1),
-                              ("AutoIncrement", "Yes"), ("EnableCallbacks", "Enable")):
+                              ("AutoIncrement", "Yes"), ("EnableCallbacks", "Enable"),
+                              ("Compression", {"": "None", "lz4": "LZ4", "bslz4": "BSLZ4",
+                                               "blosc": "Blosc"}[codec])):
             c.put(WRITER + suffix, value)
+        label = "end to end" if transport == "ca" else "end to end over PVA"
+        label += f", {codec} frames" if codec else ""
 
         def attempt(rate: float) -> tuple[int, float]:
             nonlocal peak
-            report.progress(f"end to end ({mode}): {rate:g} frames/s for {duration:g} s "
+            report.progress(f"{label} ({mode}): {rate:g} frames/s for {duration:g} s "
                             "(steps up until frames are lost, then bisects)")
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
@@ -449,9 +469,14 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
             written = _written_ids(out, mode)
             lost = len(set(ids) - set(written))
             peak = max(peak, max(peaks) - base_rss)
-            report.add(test=f"end to end ({mode})", mode="Single+AutoSave" if mode == "single"
+            frame_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            ratio = None
+            if codec:  # the frames' own compression: what went over the wire and to disk
+                ratio = frame_bytes / max(c.get(WRITER + "CompressedSize_RBV"), 1)
+            report.add(test=f"{label} ({mode})", mode="Single+AutoSave" if mode == "single"
                        else "Stream", size=f"{shape[1]}x{shape[0]}", dtype=dtype, rate=achieved,
-                       unit="frames/s", lost=lost,
+                       unit="frames/s", lost=lost, compression=codec or "None",
+                       **({"ratio": ratio} if ratio is not None else {}),
                        MB_s=achieved * int(np.prod(shape)) * np.dtype(dtype).itemsize / 1e6,
                        note=f"asked {rate}/s; written {len(written)}/{len(ids)}, dropped "
                             f"{c.get(WRITER + 'DroppedArrays_RBV')}, "
@@ -463,6 +488,34 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
         rig.close()
         shutil.rmtree(out, ignore_errors=True)
     return best, peak
+
+
+def bench_pva(report: Report, work: Path, shape, dtype, rates, duration, queue: int,
+              refine: int, codec: str) -> dict:
+    """The pvAccess rows: the PVA ceiling (sim -> receiver process, nothing written), end to
+    end Single+AutoSave and Stream against it, and Stream of NDPluginCodec-compressed frames
+    (with noise, so that the ratio is realistic) written as they come."""
+    ceiling = ca_ceiling(report, work, shape, dtype, rates, duration, refine, transport="pva")
+    single, peak1 = end_to_end(report, work, shape, dtype, rates, duration, "single", queue,
+                               refine, transport="pva")
+    stream, peak2 = end_to_end(report, work, shape, dtype, rates, duration, "stream", queue,
+                               refine, transport="pva")
+    result = {"pva_ceiling_fps": ceiling, "pva_single_autosave_fps": single,
+              "pva_stream_fps": stream,
+              "pva_single_vs_ceiling": single / ceiling if ceiling else 0.0,
+              "pva_stream_vs_ceiling": stream / ceiling if ceiling else 0.0,
+              "pva_peak_rss_over_base_MiB": max(peak1, peak2) / 2**20}
+    if codec != "none":
+        compressed, _ = end_to_end(report, work, shape, dtype, rates, duration, "stream", queue,
+                                   refine, transport="pva", codec=codec)
+        ratios = [row["ratio"] for row in report.rows if row.get("compression") == codec
+                  and "ratio" in row]
+        result.update({f"pva_{codec}_stream_fps": compressed,
+                       f"pva_{codec}_ratio": ratios[-1] if ratios else 0.0})
+    # issue 12's acceptance (on a quiet machine): Stream >= 0.9, Single >= 0.8 of the ceiling
+    result["pva_acceptance"] = (result["pva_stream_vs_ceiling"] >= 0.9
+                                and result["pva_single_vs_ceiling"] >= 0.8)
+    return result
 
 
 def _sample_rss(process, peaks: list[int], done) -> None:
@@ -591,14 +644,21 @@ def bench_main(args: argparse.Namespace) -> int:
                                                    700, 800, 1000]
             e2e_duration = 1.0 if args.quick else args.duration
             refine = 0 if args.quick else 2  # bisections after the first rate that loses
+            queue = args.queue_size
+            rss_budget = queue * x * y * np.dtype(args.dtype).itemsize + 64 * 2**20
+            if args.transport in ("pva", "both"):
+                # --quick (the test suite): one rate each, enough to show the rows work
+                report.summary.update(bench_pva(report, work, shape, args.dtype,
+                                                rates[:1] if args.quick else rates,
+                                                e2e_duration, queue, refine, args.codec))
+            if args.transport == "pva":
+                return _print(args, report)
             ceiling = ca_ceiling(report, work, shape, args.dtype, rates, e2e_duration, refine)
             limit = min(ceiling, disk / frame_mb)
-            queue = args.queue_size
             single, peak1 = end_to_end(report, work, shape, args.dtype, rates, e2e_duration,
                                        "single", queue, refine)
             stream, peak2 = end_to_end(report, work, shape, args.dtype, rates, e2e_duration,
                                        "stream", queue, refine)
-            rss_budget = queue * x * y * np.dtype(args.dtype).itemsize + 64 * 2**20
             report.summary.update({
                 "disk_MB_s": disk, "ca_ceiling_fps": ceiling, "limit_fps": limit,
                 "single_autosave_fps": single, "stream_fps": stream,
@@ -610,6 +670,10 @@ def bench_main(args: argparse.Namespace) -> int:
     finally:
         report._clear_progress()
         shutil.rmtree(work, ignore_errors=True)
+    return _print(args, report)
+
+
+def _print(args: argparse.Namespace, report: Report) -> int:
     if args.json:
         print(json.dumps({"rows": report.rows, "summary": report.summary}, indent=2,
                          default=float))

@@ -30,7 +30,7 @@ from ..ndarray import (
     NDAttrType,
     file_attribute_list,
 )
-from . import _write_behind
+from . import _write_behind, codecs
 from .extra_dims import ExtraDims, FramePlacement
 
 __all__ = [
@@ -324,6 +324,7 @@ class NexusWriter:
             self._last_attrs = self._open_attrs
             self._detectors: dict[str, h5py.Dataset] = {}
             self._direct: set[str] = set()
+            self._codec_direct: set[str] = set()
             self._det_counts: dict[str, int] = {}
             self._default_detector = default_detector.path
             self._placement = FramePlacement(
@@ -408,6 +409,8 @@ class NexusWriter:
         frame_chunk = shape if self.options.multi_frame else frame_shape
         if not self._compression and chunks == frame_chunk:
             self._direct.add(dataset.path)
+        if self._compression and chunks == frame_chunk:
+            self._codec_direct.add(dataset.path)  # pre-compressed frames of a matching codec
 
     def _fill_value(self):
         value = self.options.fill_value
@@ -533,8 +536,19 @@ class NexusWriter:
         values = file_attribute_list(frame) if self.options.store_attributes else {}
         path = self._destination(values)
         ds = self._detectors[path]
-        if data.dtype.byteorder == ">" or not data.flags.c_contiguous:
+        chunk = None
+        if frame.codec is not None:
+            chunk = self._codec_chunk(frame, path)
+            if chunk is None:  # another codec than the file's: decompress, write as configured
+                try:
+                    data = codecs.decoded(frame).data
+                except codecs.CodecError as exc:
+                    raise FrameMismatch(str(exc)) from None
+        if chunk is None and (data.dtype.byteorder == ">" or not data.flags.c_contiguous):
             data = np.ascontiguousarray(data, dtype=self._frame_dtype)
+        direct = chunk is not None or path in self._direct
+        if chunk is None and direct:
+            chunk = memoryview(data).cast("B")
         offsets = None
         if self.options.multi_frame:
             # Where it goes (PositionMode labels or the next position); a frame that cannot
@@ -542,16 +556,16 @@ class NexusWriter:
             offsets = self._placement.locate(path, frame.unique_id, frame.attributes)
             if self._placement.take(path, offsets):
                 ds.resize(self._placement.extent(path) + data.shape)
-            if path in self._direct:
-                ds.id.write_direct_chunk(offsets + (0,) * data.ndim, memoryview(data).cast("B"))
+            if direct:
+                ds.id.write_direct_chunk(offsets + (0,) * data.ndim, chunk)
             else:
                 ds[offsets] = data
-        elif path in self._direct:
-            ds.id.write_direct_chunk((0,) * data.ndim, memoryview(data).cast("B"))
+        elif direct:
+            ds.id.write_direct_chunk((0,) * data.ndim, chunk)
         else:
             ds[...] = data
         self._det_counts[path] += 1
-        self._unadvised += data.nbytes
+        self._unadvised += len(chunk) if chunk is not None else data.nbytes
         if self._unadvised >= _write_behind.STREAM_EVERY and self._fd is not None:
             self._unadvised = 0
             _write_behind.advise(self._fd)
@@ -569,6 +583,28 @@ class NexusWriter:
             every = self.options.flush_every or self.options.frames_chunks
             if every and self.frames_written % every == 0:
                 self.flush()
+
+    def _codec_chunk(self, frame: NDArray, path: str):
+        """The chunk to write unchanged for a pre-compressed frame whose codec is the file's
+        Compression (one chunk per frame), or None when it must be decompressed."""
+        if path not in self._codec_direct or frame.data.dtype.newbyteorder("=") != \
+                self._frame_dtype.newbyteorder("="):
+            return None
+        name, options = frame.codec.name, self.options
+        try:
+            if name == "blosc":
+                compressor, shuffle, typesize = codecs.blosc_settings(frame.codec.payload)
+                wanted = {options.blosc_compressor, 1 if options.blosc_compressor == 2
+                          else options.blosc_compressor}  # lz4hc frames read as lz4
+                if options.compression != Compression.BLOSC or compressor not in wanted or \
+                        shuffle != options.blosc_shuffle or typesize != self._frame_dtype.itemsize:
+                    return None
+            elif (name, options.compression) not in (("lz4", Compression.LZ4),
+                                                     ("bslz4", Compression.BSLZ4)):
+                return None
+            return codecs.chunk_bytes(frame)
+        except codecs.CodecError:
+            return None
 
     def _destination(self, values: dict[str, NDAttribute]) -> str:
         name = self.layout.data_destination

@@ -25,6 +25,7 @@ import numpy as np
 from ..layout.model import Layout
 from ..ndarray import ATTRIBUTE_STRING_SIZE, NDArray, NDAttrType, file_attribute_list
 from . import _write_behind
+from .codecs import decoded
 from .nexus import Compression, NexusWriter, WriterOptions
 
 __all__ = ["SingleFileWriter"]
@@ -91,6 +92,8 @@ class SingleFileWriter:
               file_name: str) -> list[str]:
         """Write ``frame`` as a complete file at ``path``; returns the writer's warnings."""
         t0 = time.perf_counter()
+        if frame.codec is not None and options.compression == Compression.NONE:
+            frame = decoded(frame)  # pre-compressed, written uncompressed: by the template
         attrs = file_attribute_list(frame) if options.store_attributes else {}
         key = self.key(layout, options, frame, file_name, attrs)
         template = self.template

@@ -7,4 +7,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "system"))
 
-from conftest_system import iocs, listing, ready  # noqa: E402,F401
+from conftest_system import iocs, listing, pva_iocs, pva_ready, ready  # noqa: E402,F401

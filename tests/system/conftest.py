@@ -5,4 +5,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest_system import iocs, listing, ready  # noqa: E402,F401
+from conftest_system import iocs, listing, pva_iocs, pva_ready, ready  # noqa: E402,F401

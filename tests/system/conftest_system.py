@@ -13,12 +13,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ioc_harness import Client, IOCProcess, wait_for  # noqa: E402
 from system_setup import CAM, SIZE, P, Setup, W  # noqa: E402
 
+SIM_ARGS = ["sim", "--prefix", P, "--size", str(SIZE[0]), str(SIZE[1])]
+
 
 @pytest.fixture(scope="module")
 def iocs(ca_env, tmp_path_factory) -> Setup:
     logs = tmp_path_factory.mktemp("logs")
-    sim = IOCProcess(["sim", "--prefix", P, "--size", str(SIZE[0]), str(SIZE[1])],
-                     ca_env.server_env(0), logs / "sim.log")
+    sim = IOCProcess(SIM_ARGS, ca_env.server_env(0), logs / "sim.log")
     writer = IOCProcess(["serve", "--prefix", W, "--source", P + "image1:", "--cam", CAM],
                         ca_env.server_env(1), logs / "writer.log")
     client = Client()
@@ -37,6 +38,37 @@ def iocs(ca_env, tmp_path_factory) -> Setup:
 def ready(iocs, tmp_path) -> Setup:
     iocs.reset(tmp_path)
     return iocs
+
+
+@pytest.fixture(scope="module")
+def pva_iocs(ca_env, tmp_path_factory) -> Setup:
+    """The simulator and a writer reading its ``Pva1:Image`` over pvAccess."""
+    logs = tmp_path_factory.mktemp("logs")
+    sim = IOCProcess(SIM_ARGS, ca_env.server_env(0), logs / "sim.log")
+    writer = IOCProcess(["serve", "--prefix", W, "--source", f"pva://{P}Pva1:Image", "--cam", CAM],
+                        ca_env.server_env(1), logs / "writer.log")
+    client = Client()
+    setup = Setup(client, ca_env, sim, writer, logs)
+    try:
+        wait_for(lambda: setup.get("SourceConnected_RBV") == "Connected", 30,
+                 what="writer connected to the simulator over pvAccess")
+        yield setup
+    finally:
+        client.close()
+        setup.writer.stop()
+        setup.sim.stop()
+
+
+@pytest.fixture
+def pva_ready(pva_iocs, tmp_path) -> Setup:
+    pva_iocs.reset(tmp_path)
+    for suffix, value in (("NDAttributesFile", ""), ("NDAttributesMacros", ""), ("MinX", 0),
+                          ("MinY", 0), ("BinX", 1), ("BinY", 1), ("ReverseX", "No"),
+                          ("ReverseY", "No")):
+        pva_iocs.cam_put(suffix, value)
+    pva_iocs.client.put(P + "Codec1:Compressor", "None")
+    pva_iocs.client.put(P + "Stats1:NDAttributesFile", "")
+    return pva_iocs
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,19 @@ def test_bench_quick_runs_and_reports(tmp_path):
     assert {"writer alone: baseline (naive h5py)", "writer alone: nexus-writer-ioc",
             "disk: sequential write + fsync", "CA transport alone (sim -> CA client)",
             "end to end (single)", "end to end (stream)"} <= tests
+    # the pvAccess rows: the PVA ceiling, end to end against it, compressed frames
+    assert summary["pva_ceiling_fps"] >= 10
+    assert summary["pva_single_autosave_fps"] >= 10 and summary["pva_stream_fps"] >= 10
+    assert 1.5 < summary["pva_bslz4_ratio"] < 10  # ramp + Poisson noise, bitshuffle/LZ4
+    assert {"PVA transport alone (sim -> PVA client)", "end to end over PVA (single)",
+            "end to end over PVA (stream)", "end to end over PVA, bslz4 frames (stream)"} <= tests
+    assert all(row["lost"] == 0 for row in report["rows"] if "PVA" in row["test"])
     assert out.is_dir() and list(out.iterdir()) == []  # created, cleaned up after itself
     # with --json the rows are echoed on stderr as they are measured, between progress lines
     lines = result.stderr.splitlines()
     rows = [i for i, line in enumerate(lines) if line.startswith(("writer alone", "disk:",
-                                                                   "CA transport", "end to end"))]
+                                                                   "CA transport", "PVA transport",
+                                                                   "end to end"))]
     progress = [i for i, line in enumerate(lines) if line.startswith("... ")]
     assert len(rows) == len(report["rows"]), result.stderr
     assert progress and rows[0] < progress[-1], "the first row came only at the end"
