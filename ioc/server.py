@@ -205,24 +205,32 @@ def _prime_when_connected(image, prime, timeout: float = 10.0, quiet: bool = Fal
                     image.prefix, timeout, ca_search_hint(parse_source(image.prefix)[0]))
 
 
-async def _default_port(group, context, cam: str) -> None:
-    """NDArrayPort defaults to the driver's PortName_RBV (read from --cam)."""
+async def _default_port(group, context, cam: str, patience: float = 60.0) -> None:
+    """NDArrayPort defaults to the driver's PortName_RBV (read from --cam).  A driver that
+    starts later than the writer is waited for (a warning with the hint after 5 s)."""
     loop = asyncio.get_running_loop()
 
-    def read() -> str | None:
-        try:
-            (pv,) = context.get_pvs(cam + "PortName_RBV", timeout=5.0)
-            value = pv.read(timeout=5.0).data[0]
-            return value.decode() if isinstance(value, bytes) else str(value)
-        except Exception as exc:  # noqa: BLE001 - the driver may not be up yet
-            reason = "no answer within 5 s" if isinstance(exc, TimeoutError) else exc
-            log.warning("cannot read %sPortName_RBV (%s): NDArrayPort stays empty, PARAM "
-                        "attributes are read once the driver connects; %s", cam, reason,
-                        ca_search_hint())
-            return None
+    def read(timeout: float) -> str:
+        (pv,) = context.get_pvs(cam + "PortName_RBV", timeout=timeout)
+        value = pv.read(timeout=timeout).data[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
 
-    port = await loop.run_in_executor(None, read)
+    deadline = loop.time() + patience
+    warned = False
+    while True:
+        try:
+            port = await loop.run_in_executor(None, read, 5.0)
+            break
+        except Exception as exc:  # noqa: BLE001 - the driver may not be up yet
+            if not warned:
+                reason = "no answer within 5 s" if isinstance(exc, TimeoutError) else exc
+                log.warning("cannot read %sPortName_RBV (%s): NDArrayPort stays empty until "
+                            "it answers, PARAM attributes are read once the driver "
+                            "connects; %s", cam, reason, ca_search_hint())
+                warned = True
+            if loop.time() > deadline:
+                return
+    if warned:
+        log.info("driver %s answered: NDArrayPort %s", cam, port)
     if port and not group.params["NDArrayPort"]:
         group.post(NDArrayPort=port, NDArrayPort_RBV=port)
-
-

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from unittest import mock
 
 import pytest
 from ioc_harness import IOCProcess, free_port, wait_for
@@ -132,3 +134,33 @@ def test_sim_first_lines(detector):
     assert "subscription backlog 200 frames per client" in first
     assert "reduced" not in detector.log()
 
+
+
+def test_driver_started_after_the_writer(tmp_path):
+    """--cam names a driver that is not up yet: one warning with the hint, then, when it
+    answers, NDArrayPort is its PortName_RBV and the log says so."""
+    from ioc_harness import CAEnvironment, Client
+
+    env = CAEnvironment(2)
+    writer = IOCProcess(["serve", "--prefix", "LATE:HDF1:", "--source", "LATE:image1:",
+                         "--cam", "LATE:cam1:"], env.server_env(1), tmp_path / "serve.log")
+    sim = None
+    client = None
+    try:
+        wait_for(lambda: "cannot read LATE:cam1:PortName_RBV" in writer.log(), 40,
+                 what="the driver warning")
+        sim = IOCProcess(["sim", "--prefix", "LATE:"], env.server_env(0), tmp_path / "sim.log")
+        wait_for(lambda: "driver LATE:cam1: answered: NDArrayPort SIM1" in writer.log(), 60,
+                 what="the driver to answer")
+        with mock.patch.dict(os.environ, env.client_env()):  # this test's network only
+            client = Client()
+            assert client.get("LATE:HDF1:NDArrayPort") == "SIM1"
+    finally:
+        if client is not None:
+            client.close()
+        writer.stop()
+        if sim is not None:
+            sim.stop()
+        env.close()
+    (warning,) = [line for line in writer.log().splitlines() if "PortName_RBV (" in line]
+    assert " WARNING " in warning and "EPICS_CA_ADDR_LIST=" in warning
