@@ -97,7 +97,61 @@ EPICS environment:
                    help="print one line per PV (name, CA type, element count, access, enum "
                    "strings), then '# end of PV list', and serve on")
     p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
+    w = p.add_argument_group(
+        "writer workers", "with --workers-listen this IOC writes no frames itself: writer "
+        "workers (nexus-writer-ioc worker) share the pvAccess stream through the data "
+        "distributor and write part files; this IOC starts and stops them and writes the "
+        "master file (virtual datasets)")
+    w.add_argument("--workers-listen", default="", metavar="HOST:PORT",
+                   help="accept writer workers on this TCP address (e.g. 0.0.0.0:5064x for "
+                   "workers on other hosts; 127.0.0.1:PORT for this host only; default: none, "
+                   "this IOC writes the frames)")
+    w.add_argument("--pva-channel", default="", metavar="PV",
+                   help="the NTNDArray channel the workers read (default: --source pva://PV): the "
+                   "detector IOC's Pva1:Image (EPICS >= 7.0.8: distributor built in) or a "
+                   "pvapy-mirror-server channel in front of it")
+    w.add_argument("--distributor", choices=("pydistributor", "distributor"),
+                   default="pydistributor",
+                   help="the server's distributor plugin: pydistributor (pvapy-mirror-server) "
+                   "or distributor (pvDatabaseCPP, EPICS >= 7.0.8)")
+    w.add_argument("--group", default="",
+                   help="distributor group name (default: empty: --prefix)")
+    w.add_argument("--updates", type=int, default=1, metavar="K",
+                   help="consecutive frames each worker receives in turn")
+    w.add_argument("--distributor-extra", default="", metavar="OPTS",
+                   help="more distributor options, e.g. 'set:S;mode:M' (pvDatabaseCPP)")
     p.set_defaults(func=lambda args: _lazy('server', 'serve_main')(args))
+
+
+def add_worker_parser(sub) -> None:
+    p = _parser(sub, "worker", "write part files for a coordinator (serve --workers-listen)",
+                """\
+A writer worker: connects to a coordinator (serve --workers-listen), reads its share of
+the pvAccess stream through the data distributor and writes part files; the coordinator
+starts and stops it and writes the master file.""", """\
+example:
+  nexus-writer-ioc worker --coordinator 10.0.0.5:50640 --allow-root /data
+
+EPICS environment:
+  EPICS_PVA_ADDR_LIST, EPICS_PVA_AUTO_ADDR_LIST   where the distributor's channel is
+                                 searched (the detector or mirror server must be reachable)""")
+    p.add_argument("--coordinator", required=True, metavar="HOST:PORT",
+                   help="the coordinator's --workers-listen address")
+    p.add_argument("--name", default="", help="how the coordinator shows this worker "
+                   "(default: HOST:PID)")
+    p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
+                   help="only write part files below DIR; repeatable (default: no "
+                   "restriction)")
+    p.add_argument("--queue-size", type=int, default=None, metavar="N",
+                   help="frames queued before dropping (default: the coordinator's QueueSize)")
+    p.add_argument("--receiver", choices=("process", "thread"), default="process",
+                   help="receive frames in a child process (shared memory) or a thread")
+    p.add_argument("--pva-queue", type=int, default=32, metavar="N",
+                   help="updates the pvAccess server keeps for this worker while it lags")
+    p.add_argument("--keep-page-cache", action="store_true",
+                   help="leave written files in the page cache")
+    p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
+    p.set_defaults(func=lambda args: _lazy('sources.worker', 'worker_main')(args))
 
 
 def add_sim_parser(sub) -> None:
@@ -214,7 +268,11 @@ examples:
                    "(default: %(default)s: no soak)")
     p.add_argument("--soak-rate", type=float, default=100.0, metavar="FPS",
                    help="frames/s during --soak")
+    p.add_argument("--workers", default="", metavar="N,N,...",
+                   help="instead: the aggregate end-to-end rate with N writer workers "
+                   "(simulator -> pvapy-mirror-server -> workers -> master file) for each N, "
+                   "and each part's CPU per frame, e.g. --workers 1,2,3")
     p.set_defaults(func=lambda args: _lazy("tools.bench", "bench_main")(args))
 
 
-REGISTRY = [add_serve_parser, add_sim_parser, add_demo_parser, add_bench_parser]
+REGISTRY = [add_serve_parser, add_worker_parser, add_sim_parser, add_demo_parser, add_bench_parser]

@@ -125,6 +125,10 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
 def serve_main(args: argparse.Namespace) -> int:
     configure_logging(args.verbose, log.name)
+    if getattr(args, "workers_listen", None):  # writer workers write the frames
+        from .plugin.workers.serve import serve_coordinator
+
+        return serve_coordinator(args)
     from .sources._malloc import keep_frame_buffers
     from .writer import _write_behind
 

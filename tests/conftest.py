@@ -16,7 +16,7 @@ def ca_env():
     """One private CA 'network' for the whole session (libca reads it once per process)."""
     from ioc.tools._caenv import CAEnvironment
 
-    env = CAEnvironment(2)
+    env = CAEnvironment(3)  # the simulator, the writer (or coordinator), a pvAccess mirror
     env.apply_to_this_process()
     yield env
     env.close()

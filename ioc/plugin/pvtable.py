@@ -312,6 +312,14 @@ def _extension() -> list[PV]:
             doc="frames refused: too few elements, or shape/type differing from the open file")
     t += ro("NDAttributesMessage_RBV", Kind.CHAR, "waveform", "", nelm=256,
             doc="why NDAttributesStatus is not OK, or which attributes cannot be evaluated")
+    t += ro("Workers_RBV", Kind.LONG, "longin", 0,
+            doc="writer workers connected (serve --workers-listen); 0 when this IOC writes "
+            "the frames itself")
+    t += ro("WorkersMessage_RBV", Kind.CHAR, "waveform", "", nelm=256,
+            doc="the writer workers and what each wrote in the current capture")
+    t += ro("MissingFrames_RBV", Kind.LONG, "longin", 0,
+            doc="frames of the last capture's UniqueId range that no worker wrote (read as "
+            "the fill value in the master file, listed in it)")
     return t
 
 

@@ -40,8 +40,9 @@ class UniqueIdTracker:
     SourceSkipped_RBV).  A smaller id than the last is a restarted detector: it counts
     from 1 again and is not a gap."""
 
-    def __init__(self, on_status: Callable[[dict], None]):
+    def __init__(self, on_status: Callable[[dict], None], gaps: bool = True):
         self.on_status = on_status
+        self.gaps = gaps  # False for a distributor's share: the others' frames are no gap
         self.last_uid: int | None = None
         self.skipped = 0
         self.duplicates = 0
@@ -56,7 +57,7 @@ class UniqueIdTracker:
                 self.duplicates += 1
                 self.on_status({"duplicates": self.duplicates})
                 return False
-            if uid > self.last_uid + 1:
+            if uid > self.last_uid + 1 and self.gaps:
                 log.warning("frames %d..%d never arrived", self.last_uid + 1, uid - 1)
                 self.skipped += uid - self.last_uid - 1
                 self.on_status({"skipped": self.skipped})

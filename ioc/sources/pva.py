@@ -183,6 +183,21 @@ def ntndarray_frame(value, allocate: Callable[[int], np.ndarray | None] | None =
         reverse=tuple(int(bool(d["reverse"])) for d in dims), codec=codec)
 
 
+def plugin_request(options: dict, queue_size: int):
+    """A pvRequest naming server plugins (``field(_[name=value])``) and the queue size,
+    as the structure a parsed request string would be."""
+    from p4p import Type, Value
+
+    strings = {str(k): str(v) for k, v in options.items()}
+    request_type = Type([
+        ("field", ("S", None, [("_", ("S", None, [("_options", ("S", None, [
+            (name, "s") for name in strings]))]))])),
+        ("record", ("S", None, [("_options", ("S", None, [("queueSize", "s")]))])),
+    ])
+    return Value(request_type, {"field": {"_": {"_options": strings}},
+                                "record": {"_options": {"queueSize": str(queue_size)}}})
+
+
 class PVAImageSource:
     """Rebuilds NDArrays from an NTNDArray PV (NDPluginPva); the interface of
     ``CAImageSource``."""
@@ -193,7 +208,7 @@ class PVAImageSource:
                  on_error: Callable[[str], None] = lambda message: None,
                  attributes=None, context=None,
                  allocate: Callable[[int], np.ndarray | None] | None = None,
-                 queue_size: int = DEFAULT_QUEUE):
+                 queue_size: int = DEFAULT_QUEUE, request_options: dict | None = None):
         self.prefix = prefix  # the PV name (the name SourcePrefix holds, less "pva://")
         self.on_frame = on_frame
         self.accepting = accepting
@@ -202,7 +217,10 @@ class PVAImageSource:
         self.attributes = attributes  # the writer's own NDAttributes (thread receiver)
         self.allocate = allocate
         self.queue_size = max(int(queue_size), 1)
-        self.tracker = UniqueIdTracker(on_status)
+        # pvRequest options for the server's plugins, e.g. {"pydistributor": "group:w;..."}
+        # (sent as a structure: p4p's request parser refuses the "_[...]" syntax)
+        self.request_options = dict(request_options or {})
+        self.tracker = UniqueIdTracker(on_status, gaps=not self.request_options)
         self.types = AttributeTypes()
         self.latest_seen: int | None = None
         self._context = context
@@ -255,6 +273,8 @@ class PVAImageSource:
         self._skip_current = True  # a new subscription first sends the frame held now
         self.types.clear()
         request = f"field()record[queueSize={self.queue_size}]"
+        if self.request_options:
+            request = plugin_request(self.request_options, self.queue_size)
         self._sub = self._ctx().monitor(self.prefix, self._on_update, request=request,
                                         notify_disconnect=True)
 

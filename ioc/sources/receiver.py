@@ -141,7 +141,7 @@ class _SlotPool:
 
 
 def _child_main(conn, spec: str, max_slots: int, log_levels: dict[str, int],
-                pva_queue: int) -> None:
+                pva_queue: int, request_options: dict | None = None) -> None:
     """Entry point of the receiver process."""
     # Ctrl-C reaches the whole process group: the IOC stops us when it stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -165,7 +165,8 @@ def _child_main(conn, spec: str, max_slots: int, log_levels: dict[str, int],
         sender.send(("frame", slot.index, frame_message(frame)))
 
     source = TransportSource(
-        spec, on_frame, pva_queue=pva_queue, accepting=pool.available, allocate=pool.allocate,
+        spec, on_frame, pva_queue=pva_queue, request_options=request_options,
+        accepting=pool.available, allocate=pool.allocate,
         on_status=lambda status: sender.send(("status", status)),
         on_error=lambda message: sender.send(("error", message)))
     calls = {"set_prefix": source.set_prefix, "read_current": source.read_current,
@@ -224,9 +225,10 @@ class ProcessImageSource:
                  on_status: Callable[[dict], None] = lambda status: None,
                  on_error: Callable[[str], None] = lambda message: None,
                  attributes: AttributeSampler | None = None, queue_size: int = 20,
-                 pva_queue: int = 32):
+                 pva_queue: int = 32, request_options: dict | None = None):
         self.prefix = prefix
         self.pva_queue = pva_queue
+        self.request_options = request_options  # pvRequest plugin options (pva:// only)
         self.on_frame = on_frame
         self.on_status = on_status
         self.on_error = on_error
@@ -254,7 +256,8 @@ class ProcessImageSource:
         ours, theirs = context.Pipe(duplex=True)
         process = context.Process(
             target=_child_main, name="nexus-writer-receiver", daemon=True,
-            args=(theirs, self.prefix, self.max_slots, _log_levels(), self.pva_queue))
+            args=(theirs, self.prefix, self.max_slots, _log_levels(), self.pva_queue,
+                  self.request_options))
         process.start()
         theirs.close()
         with self._freed_lock:

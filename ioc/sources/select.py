@@ -39,6 +39,7 @@ class TransportSource:
                 from . import _caproto_recv
 
                 _caproto_recv.install()
+            kwargs.pop("request_options", None)  # pvAccess only
             self.source = CAImageSource(name, self.on_frame, **kwargs)
         self.transport = transport
 

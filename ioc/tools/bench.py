@@ -628,7 +628,14 @@ def bench_main(args: argparse.Namespace) -> int:
     shape = (y, x)
     compression = Compression[args.compression.upper()]
     try:
-        if args.soak:
+        if getattr(args, "workers", ""):  # writer workers: their own rig (bench_workers)
+            from .bench_workers import bench_workers, parse_counts
+
+            report.summary.update(bench_workers(
+                report, work, shape, args.dtype, parse_counts(args.workers),
+                [20] if args.quick else [50, 100, 150, 200, 300, 400, 500, 600, 800, 1000],
+                1.0 if args.quick else args.duration, args.queue_size, 0 if args.quick else 2))
+        elif args.soak:
             report.summary["soak"] = soak(report, work, args.soak, (256, 256), "uint16",
                                           args.soak_rate)
         else:

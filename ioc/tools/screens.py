@@ -29,6 +29,7 @@ LONG_ROWS: list[tuple] = [
     ("long", "Write message", "WriteMessage"),
     ("long", "Layout message", "XMLErrorMsg_RBV"),
     ("long", "Attributes message", "NDAttributesMessage_RBV"),
+    ("long", "Workers message", "WorkersMessage_RBV"),
 ]
 
 # (title, rows); a row is (label, suffix): the widgets follow from the PV table.
@@ -83,6 +84,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Source (nexus-writer-ioc)", [
         ("Connection", "SourceConnected_RBV"), ("Frames skipped", "SourceSkipped_RBV"),
         ("Duplicates", "SourceDuplicates_RBV"), ("Invalid frames", "InvalidFrames_RBV"),
+        ("Writer workers", "Workers_RBV"), ("Missing frames", "MissingFrames_RBV"),
     ]),
 ]
 # Momentary actions: a button that writes 1 (Capture gets Start and Stop).

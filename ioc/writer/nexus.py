@@ -338,6 +338,7 @@ class NexusWriter:
             self._create_attribute_datasets()
             self._write_root_attributes(file_name or str(self.path))
             self._create_hard_links()
+            self._extend_tree()
             if self.options.swmr:
                 self.file.swmr_mode = True
         except BaseException:
@@ -345,6 +346,10 @@ class NexusWriter:
             raise
 
     # -- open ------------------------------------------------------------------
+    def _extend_tree(self) -> None:
+        """Subclasses add objects of their own here: the last step of building the tree,
+        before SWMR mode (which allows no new objects) starts."""
+
     def _build_group(self, h5group: h5py.Group, group: Group, first: NDArray) -> None:
         self._apply_attributes(h5group, group.attributes)
         for dataset in group.sorted_datasets():

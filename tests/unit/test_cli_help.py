@@ -57,7 +57,8 @@ def test_readme_commands_table_names_every_option(name):
     readme = (ROOT / "README.md").read_text()
     rows = [line for line in readme.splitlines()
             if line.startswith(f"| `nexus-writer-ioc {name} ")]
-    assert len(rows) == 1, f"README's commands table has no row for {name}"
+    assert rows, f"README's commands table has no row for {name}"
+    rows = [" ".join(rows)]  # serve has two rows (the writer, the workers' coordinator)
     for action in _options(_commands()[name]):
         if not action.option_strings or "--version" in action.option_strings:
             continue
