@@ -9,7 +9,7 @@ import time
 from unittest import mock
 
 import pytest
-from ioc_harness import IOCProcess, free_port, wait_for
+from ioc_harness import CAEnvironment, IOCProcess, free_port, wait_for
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR|DEBUG) ")
 SUMMARY_ITEMS = ("serving", "Channel Access:", "source:", "driver:", "layout:", "attributes:",
@@ -31,9 +31,18 @@ def _summary(log: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def detector(ca_env, tmp_path_factory):
+def net():
+    """This module's own CA network: its many IOC restarts stay off the session's ports,
+    where libca channels of other modules wait to reconnect."""
+    env = CAEnvironment(2)
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def detector(net, tmp_path_factory):
     logs = tmp_path_factory.mktemp("console")
-    sim = IOCProcess(["sim", "--prefix", "CON:"], ca_env.server_env(0), logs / "sim.log")
+    sim = IOCProcess(["sim", "--prefix", "CON:"], net.server_env(0), logs / "sim.log")
     try:
         wait_for(lambda: "Channel Access: TCP port" in sim.log(), 30, what="the simulator")
         yield sim
@@ -41,15 +50,15 @@ def detector(ca_env, tmp_path_factory):
         sim.stop()
 
 
-def _serve(ca_env, tmp_path, *args, env=None, name="serve.log"):
-    return IOCProcess(["serve", "--prefix", "CON:HDF1:", *args], env or ca_env.server_env(1),
+def _serve(net, tmp_path, *args, env=None, name="serve.log"):
+    return IOCProcess(["serve", "--prefix", "CON:HDF1:", *args], env or net.server_env(1),
                       tmp_path / name)
 
 
-def test_serve_startup_summary_one_line_each(ca_env, detector, tmp_path):
+def test_serve_startup_summary_one_line_each(net, detector, tmp_path):
     root = tmp_path / "data"
     root.mkdir()
-    writer = _serve(ca_env, tmp_path, "--source", "CON:image1:", "--cam", "CON:cam1:",
+    writer = _serve(net, tmp_path, "--source", "CON:image1:", "--cam", "CON:cam1:",
                     "--allow-root", str(root))
     try:
         wait_for(lambda: len(_summary(writer.log())) == len(SUMMARY_ITEMS), 30,
@@ -62,8 +71,8 @@ def test_serve_startup_summary_one_line_each(ca_env, detector, tmp_path):
     assert re.search(r"nexus-writer-ioc \S+: serving CON:HDF1: \((\d+) PVs", summary["serving"])
     n_pvs = int(re.search(r"\((\d+) PVs", summary["serving"]).group(1))
     assert n_pvs > 300
-    assert f"TCP port {ca_env.ports[1]}" in summary["Channel Access:"]
-    assert f"beacons to 127.0.0.1:{ca_env.repeater}" in summary["Channel Access:"]
+    assert f"TCP port {net.ports[1]}" in summary["Channel Access:"]
+    assert f"beacons to 127.0.0.1:{net.repeater}" in summary["Channel Access:"]
     assert "source: CON:image1: " in summary["source:"] and summary["source:"].endswith(
         ": connected")
     assert "driver: CON:cam1:" in summary["driver:"]
@@ -79,8 +88,8 @@ def test_serve_startup_summary_one_line_each(ca_env, detector, tmp_path):
     assert "connection state changed" not in log and "Traceback" not in log
 
 
-def test_serve_missing_source_says_where_it_searched(ca_env, tmp_path):
-    writer = _serve(ca_env, tmp_path, "--source", "NOWHERE:image1:")
+def test_serve_missing_source_says_where_it_searched(net, tmp_path):
+    writer = _serve(net, tmp_path, "--source", "NOWHERE:image1:")
     try:
         wait_for(lambda: "source:" in writer.log(), 30, what="the source line")
     finally:
@@ -94,8 +103,8 @@ def test_serve_missing_source_says_where_it_searched(ca_env, tmp_path):
 
 
 @pytest.mark.parametrize("verbose", ["-v", "-vv"])
-def test_connection_chatter_only_with_vv(ca_env, detector, tmp_path, verbose):
-    writer = _serve(ca_env, tmp_path, "--source", "CON:image1:", verbose)
+def test_connection_chatter_only_with_vv(net, detector, tmp_path, verbose):
+    writer = _serve(net, tmp_path, "--source", "CON:image1:", verbose)
     try:
         wait_for(lambda: "allowed roots:" in writer.log(), 30, what="the start-up summary")
     finally:
@@ -110,11 +119,11 @@ def test_connection_chatter_only_with_vv(ca_env, detector, tmp_path, verbose):
     assert "Traceback" not in log
 
 
-def test_no_beacon_error_spam_without_a_repeater(ca_env, tmp_path):
+def test_no_beacon_error_spam_without_a_repeater(net, tmp_path):
     """Beacons to a port nobody listens on (no repeater): one INFO line at -v, no ERROR."""
-    env = ca_env.server_env(1)
+    env = net.server_env(1)
     env["EPICS_CAS_BEACON_PORT"] = str(free_port())
-    writer = _serve(ca_env, tmp_path, "--source", "", "-v", env=env)
+    writer = _serve(net, tmp_path, "--source", "", "-v", env=env)
     try:
         wait_for(lambda: "allowed roots:" in writer.log(), 30, what="the start-up summary")
         time.sleep(3.0)  # beacons at 0.02, 0.04, ... 2.56 s: eight refused ones
@@ -139,7 +148,7 @@ def test_sim_first_lines(detector):
 def test_driver_started_after_the_writer(tmp_path):
     """--cam names a driver that is not up yet: one warning with the hint, then, when it
     answers, NDArrayPort is its PortName_RBV and the log says so."""
-    from ioc_harness import CAEnvironment, Client
+    from ioc_harness import Client
 
     env = CAEnvironment(2)
     writer = IOCProcess(["serve", "--prefix", "LATE:HDF1:", "--source", "LATE:image1:",
