@@ -96,6 +96,9 @@ EPICS environment:
     p.add_argument("--list-pvs", action="store_true",
                    help="print one line per PV (name, CA type, element count, access, enum "
                    "strings), then '# end of PV list', and serve on")
+    p.add_argument("--max-memory", type=float, default=None, metavar="MB",
+                   help="memory for the frames the IOC holds (input queue and Capture "
+                   "buffer), shown in PoolMaxMem (default: half of this machine's memory)")
     p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     w = p.add_argument_group(
         "writer workers", "with --workers-listen this IOC writes no frames itself: writer "
@@ -264,10 +267,15 @@ examples:
                    "(with noise), reporting the compression ratio")
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="instead of the measurements: stream files of 500 frames (256x256 "
-                   "uint16) this long; report memory and open files at start and end "
-                   "(default: %(default)s: no soak)")
+                   "uint16) this long; report memory and open files at start and end; one "
+                   "refused put per second (default: %(default)s: no soak)")
     p.add_argument("--soak-rate", type=float, default=100.0, metavar="FPS",
                    help="frames/s during --soak")
+    p.add_argument("--soak-flood", type=float, default=0.0, metavar="SECONDS",
+                   help="during --soak: a flood of refused puts for this long in the middle, "
+                   "reads timed throughout (default: %(default)s: no flood)")
+    p.add_argument("--soak-flood-rate", type=float, default=1000.0, metavar="PUTS_PER_S",
+                   help="refused puts per second of --soak-flood")
     p.add_argument("--workers", default="", metavar="N,N,...",
                    help="instead: the aggregate end-to-end rate with N writer workers "
                    "(simulator -> pvapy-mirror-server -> workers -> master file) for each N, "

@@ -25,33 +25,40 @@ PORT_NAME = "FileHDF1"
 
 def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attributes: str = "",
               queue_size: int = 20, allow_roots: tuple[str, ...] = (), receiver: str = "process",
-              pva_queue: int = 32):
+              pva_queue: int = 32, max_memory: int | None = None):
     """Create the PV group, the saver and the image source (not started).
 
     ``source`` is ``ca://PREFIX`` (or a bare PREFIX: an NDStdArrays plugin over Channel
     Access) or ``pva://PVNAME`` (an NDPluginPva NTNDArray).  ``receiver="process"``
     receives images in a child process (frames in shared memory); ``"thread"`` receives
-    them in this process (one GIL for everything)."""
+    them in this process (one GIL for everything).  ``max_memory`` (bytes) bounds the
+    frames held (queue and Capture buffer)."""
     import h5py
 
+    from .plugin.memory import default_limit
     from .sources.ca import AttributeSampler
     from .sources.frames import parse_source
     from .sources.select import TransportSource
 
     parse_source(source)  # an unknown transport is refused before anything starts
 
+    max_memory = max_memory or default_limit()
+
     table = with_defaults(
         PluginType_RBV=f"NDFileHDF5 ver{h5py.version.hdf5_version}",
-        PortName_RBV=PORT_NAME, ADCoreVersion_RBV="3.14.0", DriverVersion_RBV=__version__,
+        PortName_RBV=PORT_NAME, WriterVersion_RBV=__version__,
         QueueSize=queue_size, QueueSize_RBV=queue_size, QueueFree=queue_size,
         XMLFileName=layout, XMLFileName_RBV=layout,
         NDAttributesFile=attributes, SourcePrefix=source, SourcePrefix_RBV=source,
+        PoolMaxMem=max_memory / 1e6,
     )
     group = make_group_class(table)(prefix=prefix, table=table)
     group.available_compressions = {int(c) for c in available_compressions()}
     policy = PathPolicy.from_dirs(allow_roots)
     group.policy = policy
-    saver = FileSaver(group.params, group.post, queue_size, policy)
+    saver = FileSaver(group.params, group.post, queue_size, policy, memory_limit=max_memory,
+                      user_paths=group.user_paths)
+    saver.on_capture_end = group.on_capture_end  # completes pending Capture=1 puts
     group.saver = saver
     group.check_layout = lambda spec: layout_status(spec, policy)
 
@@ -89,15 +96,22 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
                                 accepting=group.accepting, on_status=on_status,
                                 on_error=on_error, attributes=sampler, context=context)
 
+    def attributes_changed(definitions) -> None:
+        # a Stream opened with the last frame records the new attributes (as ADCore)
+        saver.submit("attributes_changed", values=sampler.sample(),
+                     names={d.name for d in definitions})
+
     def load(spec: str, macros: str) -> tuple[int, str]:
         try:
             definitions = load_attributes(spec, macros, allowed_roots=policy.roots)
         except AttributesError as exc:
             sampler.set_definitions(exc.definitions)  # those before the error, as ADCore
+            attributes_changed(exc.definitions)
             return int(exc.status), str(exc)
         notes = [str(w) for w in definitions.warnings] + sampler.set_definitions(definitions)
         for note in notes:
             log.warning("NDAttributesFile %s: %s", spec[:200], note)
+        attributes_changed(definitions)
         return int(AttributesStatus.OK), "; ".join(notes)
 
     def set_source(prefix_: str) -> None:
@@ -117,6 +131,7 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         if frame is not None:
             saver.submit("prime", frame=frame)
 
+    sampler.on_message = lambda message: group.post(NDAttributesMessage_RBV=message[:255])
     group.on_attributes = load
     group.on_source_prefix = set_source
     group.source_report = report
@@ -129,15 +144,21 @@ def serve_main(args: argparse.Namespace) -> int:
         from .plugin.workers.serve import serve_coordinator
 
         return serve_coordinator(args)
+    try:
+        ca_server.server_port()
+    except ca_server.ServerPortError as exc:
+        log.error("%s", exc)
+        return 2
     from .sources._malloc import keep_frame_buffers
     from .writer import _write_behind
 
     keep_frame_buffers()
     _write_behind.set_enabled(not args.keep_page_cache)
+    max_memory = int(args.max_memory * 1e6) if getattr(args, "max_memory", None) else None
     try:
         group, saver, image, context, cam, prime = build_ioc(
             args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-            tuple(args.allow_root), args.receiver, args.pva_queue)
+            tuple(args.allow_root), args.receiver, args.pva_queue, max_memory)
     except ValueError as exc:  # an unknown source transport
         log.error("--source %s: %s", args.source, exc)
         return 2
@@ -154,6 +175,8 @@ def serve_main(args: argparse.Namespace) -> int:
         await group.put_XMLFileName(group.params["XMLFileName"])
         await group._load_attributes(group.params["NDAttributesFile"],
                                      group.params["NDAttributesMacros"])
+        if group.params["FilePath"]:
+            await group.report_unfinished(str(group.params["FilePath"]))
         await loop.run_in_executor(None, image.start)
         if cam:
             loop.create_task(_default_port(group, context, cam))
@@ -169,12 +192,14 @@ def serve_main(args: argparse.Namespace) -> int:
     def terminate(*_):
         raise KeyboardInterrupt
 
-    # SIGTERM and SIGINT end the server; open files are closed (and renamed) below.
+    # SIGTERM, SIGINT and SIGHUP (the terminal or the session going away) end the server;
+    # open files are closed (and renamed) below.
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
     # A file-size limit (RLIMIT_FSIZE) must give a write error, not kill the IOC.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        ca_server.run(group.pvdb, startup)
+        ca_server.run(group.pvdb, startup, interfaces=ca_server.interfaces())
     except KeyboardInterrupt:
         pass
     finally:

@@ -9,6 +9,7 @@ external entities), never touches the network, caps the size like ADCore's
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,12 @@ def read_xml_input(
         if not any(real == r or r in real.parents for r in allowed_roots):
             raise error("file is outside the allowed directories", source=spec)
     try:
-        with open(path, "rb") as fh:
+        # O_NONBLOCK: a FIFO (or a device) must not hold the caller until someone writes
+        # to it; only regular files are read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode) and not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise error("is not a regular file (a FIFO or a device?)", source=spec)
             data = fh.read(MAX_XML_BYTES + 1)
     except FileNotFoundError:
         raise error("file not found", source=spec) from None

@@ -1,6 +1,7 @@
 """The plugin's input queue: frames and commands in one FIFO, as ADCore's plugin thread
 sees them (a command sees every frame received before it).  Only frames count against
-QueueSize; a frame that does not fit is refused (the caller counts it as dropped)."""
+QueueSize, and against ``max_bytes`` (the memory limit); a frame that does not fit is
+refused (the caller counts it as dropped)."""
 
 from __future__ import annotations
 
@@ -22,18 +23,24 @@ class Command:
 class FrameQueue:
     """FIFO of frames and commands; only frames count against the capacity."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, max_bytes: int | None = None):
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._items: collections.deque = collections.deque()
         self._frames = 0
+        self._bytes = 0
         self._cond = threading.Condition()
 
     def put_frame(self, frame: NDArray) -> bool:
         with self._cond:
             if self._frames >= self.capacity:
                 return False
+            if self.max_bytes is not None and self._frames and \
+                    self._bytes + frame.nbytes > self.max_bytes:
+                return False
             self._items.append(frame)
             self._frames += 1
+            self._bytes += frame.nbytes
             self._cond.notify()
             return True
 
@@ -49,11 +56,16 @@ class FrameQueue:
             item = self._items.popleft()
             if isinstance(item, NDArray):
                 self._frames -= 1
+                self._bytes -= item.nbytes
             return item
 
     @property
     def frames(self) -> int:
         return self._frames
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     @property
     def free(self) -> int:

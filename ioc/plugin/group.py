@@ -10,6 +10,7 @@ block runs in the saver's worker thread or in an executor.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -21,13 +22,11 @@ from caproto.server import PVGroup, pvproperty
 from caproto.server.server import PvpropertyChar, pvspec_type_map
 
 from .puts import PutRules
-from .pvtable import BY_SUFFIX, PV, Kind, to_param, to_pv
+from .pvtable import BY_SUFFIX, NO_STATE_NAMES, PV, Kind, to_param, to_pv
+from .records import BusyEnum, NamelessEnum, complete_put_when
+from .refusals import PutRefused, RefusalLog, WriteNeutralAlarm, install
 
 log = logging.getLogger(__name__)
-
-
-class PutRefused(Exception):
-    """A write ADCore would refuse: the client gets an error, the old value stays."""
 
 
 class CharData(PvpropertyChar):
@@ -56,17 +55,23 @@ def make_pvproperty(pv: PV) -> pvproperty:
     kw: dict[str, Any] = dict(name=pv.suffix, read_only=not pv.writable, doc=pv.doc or None)
     record = _record(pv)
     if pv.kind is Kind.ENUM:
-        kw.update(dtype=ChannelType.ENUM, enum_strings=list(pv.enum_strings),
+        dtype: Any = ChannelType.ENUM
+        if pv.writable and pv.record == "busy":
+            dtype = BusyEnum
+        elif pv.writable and pv.enum_strings == NO_STATE_NAMES:
+            dtype = NamelessEnum
+        kw.update(dtype=dtype, enum_strings=list(pv.enum_strings),
                   value=pv.enum_strings[int(pv.value)])
     elif pv.kind is Kind.LONG:
         kw.update(dtype=ChannelType.LONG, value=int(pv.value))
     elif pv.kind is Kind.DOUBLE:
         kw.update(dtype=ChannelType.DOUBLE, value=float(pv.value), precision=pv.precision)
     elif pv.kind is Kind.CHAR:
-        kw.update(dtype=str, value=str(pv.value), max_length=pv.nelm)
+        # UTF-8 as clients send it ("café" must name café_001.h5 on disk, not cafÃ©)
+        kw.update(dtype=str, value=str(pv.value), max_length=pv.nelm, string_encoding="utf-8")
         record = "waveform"
     elif pv.kind is Kind.STRING:
-        kw.update(dtype=ChannelType.STRING, value=str(pv.value))
+        kw.update(dtype=ChannelType.STRING, value=str(pv.value), string_encoding="utf-8")
     elif pv.kind is Kind.LONG_ARRAY:
         kw.update(dtype=ChannelType.LONG, value=list(pv.value), max_length=pv.nelm)
     if pv.units:
@@ -77,8 +82,9 @@ def make_pvproperty(pv: PV) -> pvproperty:
     return pvproperty(**kw)
 
 
-# PVs whose every value must reach clients (ophyd-async counts NumCaptured_RBV).
-EVERY_VALUE = {"NumCaptured_RBV"}
+# PVs whose every value must reach clients (ophyd-async counts NumCaptured_RBV; SWMR
+# readers wait for SWMRActive_RBV, which is Active only while a file is written).
+EVERY_VALUE = {"NumCaptured_RBV", "SWMRActive_RBV"}
 
 
 class PluginBase(PutRules, PVGroup):
@@ -99,8 +105,10 @@ class PluginBase(PutRules, PVGroup):
         self.check_layout: Callable[[str], tuple[Any, str]] | None = None
         self.available_compressions: set[int] = {0, 3}
         from .naming import PathPolicy
+        from .user_paths import UserPaths
 
         self.policy = PathPolicy()
+        self.user_paths = UserPaths()  # calls on operator-given paths, with a timeout
         self._pending: dict[str, Any] = {}
         self._sequence: list[tuple[str, Any]] = []
         self._post_lock = threading.Lock()
@@ -110,6 +118,18 @@ class PluginBase(PutRules, PVGroup):
         self._last_accept = 0.0
         self._frame_lock = threading.Lock()
         self._counter_history: list[tuple[float, int]] = []
+        # Capture=1 puts wait for the end of the capture they started or joined: the
+        # saver numbers captures, and reports each one's end (on_capture_end).
+        self._capture_waiters: list[tuple[int, asyncio.Future]] = []
+        self._captures_ended = 0
+        # every client write: refusals said in WriteMessage and in one log line
+        self.refusals = RefusalLog()
+        install(self.attr_pvdb.values(), self._say_refused, self.refusals)
+
+    def _create_pvdb(self):
+        # a refused put raises no alarm (caproto's would be published to every PV)
+        self.alarms = collections.defaultdict(WriteNeutralAlarm)
+        return super()._create_pvdb()
 
     def pv(self, suffix: str):
         return self.attr_pvdb[suffix]
@@ -157,14 +177,21 @@ class PluginBase(PutRules, PVGroup):
             sequence, self._sequence = self._sequence, []
             self._flush_scheduled = False
         for suffix, value in sequence:
-            await self._publish(suffix, value)
+            await self._publish(suffix, value, remember=False)
         for suffix, value in pending.items():
-            await self._publish(suffix, value)
+            await self._publish(suffix, value, remember=False)
 
-    async def _publish(self, suffix: str, value: Any) -> None:
+    async def _publish(self, suffix: str, value: Any, remember: bool = True) -> None:
+        """Write a value to its PV now.  Direct publications (``remember``) also update the
+        parameter mapping, so that a later ``post`` of another value is not taken for "no
+        change" (a refused put's WriteStatus=1 must be cleared by the next file's OK)."""
         pv = self.table.get(suffix)
         if pv is None:
             return
+        if remember and suffix not in EVERY_VALUE:
+            with self._post_lock:
+                self.params[suffix] = to_param(pv, value)
+                self._pending.pop(suffix, None)  # posted before: older than this value
         instance = self.pv(suffix)
         try:
             await instance.write(to_pv(pv, value), verify_value=False)
@@ -214,18 +241,61 @@ class PluginBase(PutRules, PVGroup):
             await self.pv(readback.suffix).write(to_pv(readback, self.params[suffix]))
         return value
 
+    async def _say_refused(self, reason: str) -> None:
+        """WriteMessage says why a put was refused.  The same reason again within a second
+        is not published again: a client repeating one bad put (a flood) would otherwise
+        cost a PV update, half of a refusal's time, each time."""
+        now = time.monotonic()
+        last, when = getattr(self, "_last_refusal", ("", float("-inf")))
+        if reason == last and now - when < 1.0 and \
+                self.pv("WriteMessage").value == to_pv(self.table["WriteMessage"], reason):
+            return
+        self._last_refusal = (reason, now)
+        await self._publish("WriteMessage", reason[:255])
+
     async def _refuse(self, message: str):
-        await self._publish("WriteMessage", message[:255])
+        await self._say_refused(message)
         raise PutRefused(message)
 
-    async def _run_saver(self, name: str, **args) -> None:
+    async def _run_saver(self, name: str, **args) -> Any:
         from .file_saver import SaverError  # only the exception type; no h5py use here
 
         try:
-            await asyncio.wrap_future(self.saver.submit(name, **args))
+            return await asyncio.wrap_future(self.saver.submit(name, **args))
         except SaverError as exc:
             await self._publish("WriteStatus", 1)
             await self._refuse(str(exc))
+
+    # -- Capture as a busy record ----------------------------------------------------
+    def complete_when_capture_ends(self, serial: int) -> None:
+        """The current put (Capture=1) completes when capture number ``serial`` ends."""
+        if serial <= self._captures_ended:
+            return  # it has already ended (a short capture): complete now
+        done = asyncio.get_running_loop().create_future()
+        self._capture_waiters.append((serial, done))
+        complete_put_when(done)
+
+    def on_capture_end(self, serial: int) -> None:
+        """Saver thread: capture number ``serial`` has ended (its file written or closed)."""
+        if self.loop is None:
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._capture_ended, serial)
+        except RuntimeError:  # the server has stopped: nobody waits
+            pass
+
+    def _capture_ended(self, serial: int) -> None:
+        self._captures_ended = max(self._captures_ended, serial)
+        self.loop.create_task(self._complete_capture_puts())
+
+    async def _complete_capture_puts(self) -> None:
+        await self._flush()  # the capture's last values reach clients before its put completes
+        waiting, self._capture_waiters = self._capture_waiters, []
+        for serial, done in waiting:
+            if serial > self._captures_ended:
+                self._capture_waiters.append((serial, done))
+            elif not done.done():
+                done.set_result(None)
 
     # -- periodic statistics ----------------------------------------------------------
     async def statistics_loop(self) -> None:
@@ -243,8 +313,7 @@ class PluginBase(PutRules, PVGroup):
                 used = self.saver.queue.frames + len(self.saver.buffer)
                 await self._publish("PoolAllocBuffers", used)
                 await self._publish("PoolUsedBuffers", float(used))
-                size = self.saver.last_frame.nbytes if self.saver.last_frame is not None else 0
-                await self._publish("PoolUsedMem", used * size / 1e6)
+                await self._publish("PoolUsedMem", self.saver.memory_used() / 1e6)
                 await self._publish("QueueUse", float(self.saver.queue.frames))
 
 

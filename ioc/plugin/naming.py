@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PathPolicy", "TemplateError", "c_format", "create_directories",
-           "normalise_file_path", "temporary_name"]
+__all__ = ["FULL_NAME_BYTES", "NAME_MAX", "PathPolicy", "TemplateError", "c_format",
+           "check_full_name", "create_directories", "find_unfinished", "normalise_file_path",
+           "template_warnings", "temporary_name"]
+
+# Linux limits: one path component (NAME_MAX) and a whole path (PATH_MAX incl. the NUL).
+NAME_MAX = 255
+PATH_MAX = 4096
+# A full file name must also fit FullFileName_RBV (CHAR[512]) so that clients read it whole.
+FULL_NAME_BYTES = 511
+# The largest printf width or precision a file name can use: a field wider than a name
+# can be is refused before it is formatted (a width of 10^8 took gigabytes).
+MAX_FIELD = NAME_MAX
+PARTIAL = ".partial"
 
 
 class TemplateError(ValueError):
@@ -39,6 +51,10 @@ def c_format(template: str, *args: object) -> str:
             continue
         if width == "*" or precision == "*":
             raise TemplateError(f"'{match.group(0)}': '*' widths are not supported")
+        for field in (width, precision):
+            if field and int(field) > MAX_FIELD:
+                raise TemplateError(f"'{match.group(0)}': width or precision {int(field)} is "
+                                    f"larger than a file name can be ({MAX_FIELD})")
         if not remaining:
             raise TemplateError(f"'{match.group(0)}' has no argument (only path, name and "
                                 "number are given)")
@@ -48,23 +64,112 @@ def c_format(template: str, *args: object) -> str:
             if not isinstance(arg, int):
                 raise TemplateError(f"'{match.group(0)}' needs a number but gets {arg!r}")
             conversion = "d" if conversion in "iu" else conversion
+            if conversion == "c":
+                arg = _c_char(arg, match.group(0))
         elif conversion in "eEfFgG":
             if not isinstance(arg, (int, float)):
                 raise TemplateError(f"'{match.group(0)}' needs a number but gets {arg!r}")
         elif conversion == "s" and not isinstance(arg, str):
             arg = str(arg)
-        out.append((spec + conversion) % arg)
+        try:
+            out.append((spec + conversion) % arg)
+        except (ValueError, OverflowError, TypeError) as exc:
+            raise TemplateError(f"'{match.group(0)}' cannot format {arg!r}: {exc}") from None
     out.append(template[position:])
     return "".join(out)
+
+
+def _c_char(number: int, conversion: str) -> str:
+    """``%c`` as C prints it (the low byte of the number), refused where it cannot be
+    part of a file name."""
+    byte = number & 0xFF
+    if byte == 0 or byte == ord("/") or byte > 0x7F:
+        raise TemplateError(f"'{conversion}' of {number} gives byte {byte:#04x}, which "
+                            "cannot be part of a file name")
+    return chr(byte)
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def check_full_name(name: str) -> str | None:
+    """None if ``name`` can be created on Linux and read back whole from FullFileName_RBV,
+    else why not (the cause first)."""
+    if "\0" in name:
+        return "the name contains a NUL character"
+    if not name or name.endswith("/"):
+        return "the name has no file part"
+    size = _utf8_len(name)
+    if size > FULL_NAME_BYTES:
+        return (f"the full file name is {size} bytes; at most {FULL_NAME_BYTES} "
+                "(FullFileName_RBV)")
+    for part in name.split("/"):
+        if _utf8_len(part) > NAME_MAX:
+            return f"file name too long: '{part[:40]}...' is {_utf8_len(part)} bytes, " \
+                   f"at most {NAME_MAX}"
+    return None
+
+
+def template_warnings(template: str, path: str, name: str, number: int) -> list[str]:
+    """What a valid FileTemplate does that the operator may not mean (said in WriteMessage
+    when it is written, and again when a file is opened)."""
+    notes = []
+    if not template:
+        notes.append("FileTemplate is empty: no file name can be made")
+        return notes
+    marker_path, marker_name = "\x00P", "\x00N"
+    try:
+        probe = c_format(template, marker_path, marker_name, number)
+    except TemplateError:
+        return notes
+    if marker_path not in probe:
+        notes.append("FileTemplate leaves out FilePath (its first %s)")
+    if marker_name not in probe:
+        notes.append("FileTemplate leaves out FileName (its second %s)")
+    if not path:
+        notes.append("FilePath is empty")
+    return notes
 
 
 def temporary_name(final: Path, suffix: str) -> Path:
     """Where a file is written until it is closed: ``final`` + TempSuffix when one is
     set (ADCore), else a hidden name in the same directory, so that a reader never
-    finds a half-written file under the final name."""
+    finds a half-written file under the final name.
+
+    The hidden name adds 9 bytes; for a final name that leaves no room for them, the
+    name is shortened (still unique: a digest of the full name) instead of failing."""
     if suffix:
-        return final.with_name(final.name + suffix)
-    return final.with_name(f".{final.name}.partial")
+        if "/" in suffix or "\0" in suffix:
+            raise TemplateError(f"TempSuffix {suffix!r} must not contain '/'")
+        name = final.name + suffix
+        if _utf8_len(name) > NAME_MAX:
+            raise TemplateError(f"file name too long with TempSuffix: {_utf8_len(name)} "
+                                f"bytes, at most {NAME_MAX}")
+        return final.with_name(name)
+    hidden = f".{final.name}{PARTIAL}"
+    if _utf8_len(hidden) <= NAME_MAX:
+        return final.with_name(hidden)
+    digest = hashlib.sha1(final.name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    keep = final.name.encode("utf-8", "surrogateescape")[: NAME_MAX - 30]
+    short = keep.decode("utf-8", "ignore")
+    return final.with_name(f".{short}~{digest}{PARTIAL}")
+
+
+def find_unfinished(directory: str, limit: int = 100_000) -> list[str]:
+    """Hidden ``.*.partial`` files in ``directory``: files a writer was killed while
+    writing (or that another writer is writing now).  Looks at ``limit`` entries at most."""
+    found = []
+    try:
+        with os.scandir(directory) as entries:
+            for count, entry in enumerate(entries):
+                if count >= limit:
+                    break
+                if entry.name.startswith(".") and entry.name.endswith(PARTIAL):
+                    found.append(entry.name)
+    except OSError:
+        return []
+    return sorted(found)
 
 
 def normalise_file_path(path: str) -> str:

@@ -9,11 +9,21 @@ actions the saver publishes itself.  Anything that may block runs in an executor
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 
 from caproto import SkipWrite
 
 from .extra_dim_rules import ExtraDimRules
 from .pvtable import to_param
+from .user_paths import UserPathError
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUE_SIZE = 100_000
+MAX_FRAMES_CHUNK = 65_536  # NumFramesChunks; HDF5 also caps a chunk at 4 GiB
+MAX_CHUNK_BYTES = 2**32 - 1
+MAX_ATTRIBUTE_CHUNK = 65_536  # NDAttributeChunk (values; 16 MiB of 256-byte strings)
 
 
 class PutRules(ExtraDimRules):
@@ -24,7 +34,11 @@ class PutRules(ExtraDimRules):
 
     async def put_Capture(self, value):
         on = bool(self._index("Capture", value))
-        await self._run_saver("capture", on=on)
+        serial = await self._run_saver("capture", on=on)
+        if on and serial is not None:
+            # a busy record: the client's put completes when this capture ends (a saver
+            # that does not number its captures, the workers' coordinator, completes now)
+            self.complete_when_capture_ends(serial)
         raise SkipWrite  # the saver published Capture / Capture_RBV itself
 
     async def put_WriteFile(self, value):
@@ -64,40 +78,87 @@ class PutRules(ExtraDimRules):
         return await self.num_capture_rule(int(value))  # extra dimensions (extra_dim_rules)
 
     async def put_FilePath(self, value):
-        from .naming import create_directories, normalise_file_path
+        from .naming import create_directories, find_unfinished, normalise_file_path
 
         path = normalise_file_path(str(value))
-        problem = self.policy.check_directory(path) if path else None
+        problem = None
+        if path and self.policy.roots:  # resolving symlinks stats the path: off this thread
+            try:
+                problem = await self.user_paths.run("FilePath", self.policy.check_directory, path)
+            except UserPathError as exc:
+                problem = str(exc)
         if problem:
             await self._publish("FilePathExists_RBV", 0)
             self.params["FilePathExists_RBV"] = 0
             await self._refuse(f"FilePath refused: {problem}")
         depth = int(self.params["CreateDirectory"])
-        loop = asyncio.get_running_loop()
-        problem = await loop.run_in_executor(None, create_directories, path, depth) \
-            if path else "FilePath is empty"
+        if not path:
+            problem = "FilePath is empty: no file is written until it is set"
+        else:
+            try:
+                problem = await self.user_paths.run("FilePath", create_directories, path,
+                                                    depth)
+            except UserPathError as exc:
+                problem = str(exc)
         exists = problem is None
         await self._publish("FilePathExists_RBV", int(exists))
         self.params["FilePathExists_RBV"] = int(exists)
         if not exists:
-            await self._publish("WriteMessage", f"FilePath {path}: {problem}"[:255])
+            await self._warn(f"FilePath {path}: {problem}" if path else problem)
+        else:
+            await self.report_unfinished(path, find_unfinished)
         return path
 
-    async def _check_name(self, template: str, name: str) -> None:
-        """With --allow-root, FileName/FileTemplate may not lead outside FilePath."""
-        if not self.policy.roots:
+    async def report_unfinished(self, path: str, find_unfinished=None) -> None:
+        """Hidden .partial files in FilePath: left by a writer that was killed (or being
+        written by another one now).  Reported, never overwritten or deleted."""
+        if find_unfinished is None:
+            from .naming import find_unfinished
+        try:
+            found = await self.user_paths.run("FilePath", find_unfinished, path)
+        except OSError:
             return
-        from .naming import TemplateError, c_format
+        if found:
+            names = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+            await self._warn(f"FilePath {path}: {len(found)} unfinished files from a writer "
+                             f"that was stopped (or one writing now): {names}; not deleted")
+
+    async def _warn(self, message: str) -> None:
+        """A note for the operator: WriteMessage and the log (the put is accepted)."""
+        log.warning("%s", message)
+        await self._publish("WriteMessage", message[:255])
+
+    async def _check_name(self, template: str, name: str) -> None:
+        """A template that cannot make a name is refused when written (not only when a
+        file is opened); one that leaves out the path or the name, or makes a name too
+        long, is accepted with a warning (the next put may fix it).  With --allow-root,
+        FileName/FileTemplate may not lead outside FilePath."""
+        from .naming import TemplateError, c_format, check_full_name, template_warnings
 
         path = str(self.params["FilePath"])
+        number = int(self.params["FileNumber"])
         try:
-            full = c_format(template, path, name, int(self.params["FileNumber"]))
+            full = c_format(template, path, name, number)
         except TemplateError as exc:
             await self._refuse(f"FileTemplate refused: {exc}")
             return
-        problem = self.policy.check_file(full, path)
+        if self.policy.roots:
+            try:
+                problem = await self.user_paths.run("FileName", self.policy.check_file, full,
+                                                    path)
+            except UserPathError as exc:
+                problem = str(exc)
+            if problem:
+                await self._refuse(f"File name refused: {problem}")
+        notes = template_warnings(template, path, name, number)
+        problem = check_full_name(full) if full else None
         if problem:
-            await self._refuse(f"File name refused: {problem}")
+            notes.append(problem)
+        elif full and not full.startswith("/") and path:
+            notes.append(f"the name {full} is relative")
+        if notes:
+            await self._warn(f"FileTemplate {template!r} with FileName {name!r}: "
+                             + "; ".join(notes))
 
     async def put_FileName(self, value):
         await self._check_name(str(self.params["FileTemplate"]), str(value))
@@ -105,9 +166,16 @@ class PutRules(ExtraDimRules):
     async def put_FileTemplate(self, value):
         await self._check_name(str(value), str(self.params["FileName"]))
 
+    async def put_TempSuffix(self, value):
+        if "/" in str(value) or "\0" in str(value):
+            await self._refuse("TempSuffix must not contain '/'")
+
     async def put_XMLFileName(self, value):
-        loop = asyncio.get_running_loop()
-        layout, message = await loop.run_in_executor(None, self.check_layout, str(value))
+        try:
+            layout, message = await self.user_paths.run("XMLFileName", self.check_layout,
+                                                        str(value))
+        except UserPathError as exc:
+            layout, message = None, str(exc)
         await self._publish("XMLValid_RBV", int(layout is not None))
         await self._publish("XMLErrorMsg_RBV", message[:255])
 
@@ -120,8 +188,11 @@ class PutRules(ExtraDimRules):
     async def _load_attributes(self, spec: str, macros: str) -> None:
         if self.on_attributes is None:
             return
-        loop = asyncio.get_running_loop()
-        status, message = await loop.run_in_executor(None, self.on_attributes, spec, macros)
+        try:
+            status, message = await self.user_paths.run("NDAttributesFile", self.on_attributes,
+                                                        spec, macros)
+        except UserPathError as exc:
+            status, message = 1, str(exc)  # "File not found": it could not be read
         await self._publish("NDAttributesStatus", status)
         await self._publish("NDAttributesMessage_RBV", message[:255])
 
@@ -133,8 +204,13 @@ class PutRules(ExtraDimRules):
 
     async def put_QueueSize(self, value):
         size = int(value)
-        if size < 1:
-            await self._refuse("QueueSize must be at least 1")
+        if not 1 <= size <= MAX_QUEUE_SIZE:
+            await self._refuse(f"QueueSize must be 1-{MAX_QUEUE_SIZE}")
+        frame = self.saver.last_frame
+        if frame is not None and size * frame.nbytes > self.saver.memory_limit:
+            await self._refuse(f"QueueSize {size} x {frame.nbytes / 1e6:.3g} MB frames is more "
+                               f"than the memory limit {self.saver.memory_limit / 1e6:.0f} MB "
+                               "(serve --max-memory)")
         self.saver.queue.capacity = size
         if self.on_queue_size is not None:
             self.on_queue_size(size)
@@ -146,6 +222,8 @@ class PutRules(ExtraDimRules):
 
     async def put_MaxArrayRate(self, value):
         rate = float(value)
+        if not math.isfinite(rate) or rate < 0:
+            await self._refuse("MaxArrayRate must be a finite number >= 0")
         min_time = 1.0 / rate if rate > 0 else 0.0
         self.params["MinCallbackTime"] = min_time
         await self._publish("MinCallbackTime", min_time)
@@ -153,8 +231,8 @@ class PutRules(ExtraDimRules):
         await self._publish("MaxArrayRate_RBV", rate)
 
     async def put_MinCallbackTime(self, value):
-        if float(value) < 0:
-            await self._refuse("MinCallbackTime must not be negative")
+        if not math.isfinite(float(value)) or float(value) < 0:
+            await self._refuse("MinCallbackTime must be a finite number >= 0")
         await self._publish("MaxArrayRate_RBV", 1.0 / float(value) if float(value) > 0 else 0.0)
 
     async def put_SourcePrefix(self, value):
@@ -174,9 +252,17 @@ class PutRules(ExtraDimRules):
 
     async def put_NumFramesChunks(self, value):
         await self._non_negative("NumFramesChunks", value)
+        if int(value) > MAX_FRAMES_CHUNK:
+            await self._refuse(f"NumFramesChunks must be at most {MAX_FRAMES_CHUNK}")
+        frame = self.saver.last_frame
+        if frame is not None and int(value) * frame.nbytes > MAX_CHUNK_BYTES:
+            await self._refuse(f"NumFramesChunks {int(value)} x {frame.nbytes} bytes is more "
+                               "than HDF5's 4 GiB chunk limit")
 
     async def put_NDAttributeChunk(self, value):
         await self._non_negative("NDAttributeChunk", value)
+        if int(value) > MAX_ATTRIBUTE_CHUNK:
+            await self._refuse(f"NDAttributeChunk must be at most {MAX_ATTRIBUTE_CHUNK}")
 
     async def put_ZLevel(self, value):
         if not 0 <= int(value) <= 9:
@@ -191,4 +277,8 @@ class PutRules(ExtraDimRules):
             await self._refuse("SZipNumPixels must be 0-32")
 
     async def put_NumFramesFlush(self, value):
-        await self._non_negative("NumFramesFlush", value)
+        # NDFileHDF5::writeInt32: "You cannot set the flush parameter to less than
+        # nFramesChunks" (so also no negative value); raised to it again at each open.
+        chunks = int(self.params["NumFramesChunks"])
+        if int(value) < max(chunks, 0):
+            await self._refuse(f"NumFramesFlush must not be below NumFramesChunks ({chunks})")

@@ -53,6 +53,12 @@ COMPRESSIONS = ("None", "N-bit", "szip", "zlib", "Blosc", "BSLZ4", "LZ4", "JPEG"
 EXTRA_DIMS = ("N", "X", "Y", "3", "4", "5", "6", "7", "8", "9")
 ATTRIBUTES_STATUS = ("Attributes file OK", "File not found", "XML syntax error",
                      "Macro substitution error")
+# A bo record without ZNAM/ONAM: EPICS base serves two empty state strings.
+NO_STATE_NAMES = ("", "")
+# The ADCore release whose NDFileHDF5 behaviour is implemented.  ADCore's own plugins report
+# it in both ADCoreVersion_RBV and DriverVersion_RBV (asynNDArrayDriver sets both), and
+# clients gate on it (pymalcolm refuses an HDF5 plugin below 3.12).
+ADCORE_VERSION = "3.14.0"
 
 _section = ""
 
@@ -107,9 +113,12 @@ def _ndarray_base() -> list[PV]:
     global _section
     _section = "NDArrayBase"
     t: list[PV] = []
-    for suffix in ("ADCoreVersion_RBV", "DriverVersion_RBV", "PortName_RBV",
-                   "Manufacturer_RBV", "Model_RBV", "SerialNumber_RBV", "SDKVersion_RBV",
-                   "FirmwareVersion_RBV"):
+    t += ro("ADCoreVersion_RBV", Kind.STRING, "stringin", ADCORE_VERSION,
+            doc="the ADCore release whose NDFileHDF5 behaviour this IOC implements")
+    t += ro("DriverVersion_RBV", Kind.STRING, "stringin", ADCORE_VERSION,
+            doc="as for ADCore's own plugins, the ADCore version (ours: WriterVersion_RBV)")
+    for suffix in ("PortName_RBV", "Manufacturer_RBV", "Model_RBV", "SerialNumber_RBV",
+                   "SDKVersion_RBV", "FirmwareVersion_RBV"):
         t += ro(suffix, Kind.STRING, "stringin", "")
     t += boolean("Acquire", ("Done", "Acquire"), rbv_strings=("Done", "Acquiring"),
                  inert=True, doc="driver record; meaningless on a plugin")
@@ -148,16 +157,17 @@ def _ndarray_base() -> list[PV]:
             doc="the plugin's own NDAttributes file (path or inline XML)")
     t += rw("NDAttributesMacros", Kind.CHAR, "waveform", "", nelm=256)
     t += ro("NDAttributesStatus", Kind.ENUM, "mbbi", 0, enum_strings=ATTRIBUTES_STATUS)
-    t += ro("PoolMaxMem", Kind.DOUBLE, "ai", 0.0, inert=True, units="MB")
+    t += ro("PoolMaxMem", Kind.DOUBLE, "ai", 0.0, units="MB",
+            doc="memory limit for the frames held (queue and Capture buffer): serve --max-memory")
     t += ro("PoolUsedMem", Kind.DOUBLE, "ai", 0.0, units="MB",
             doc="memory held by queued and buffered frames")
     t += ro("PoolAllocBuffers", Kind.LONG, "longin", 0)
     t += ro("PoolFreeBuffers", Kind.LONG, "longin", 0, inert=True)
     t += ro("PoolMaxBuffers", Kind.LONG, "longin", 0, inert=True)
     t += ro("PoolUsedBuffers", Kind.DOUBLE, "calc", 0.0)
-    t += rw("PoolPollStats", Kind.ENUM, "bo", 0, enum_strings=("Passive", "1 second"), inert=True)
-    t += rw("EmptyFreeList", Kind.ENUM, "bo", 0, enum_strings=("Done", "Empty"), inert=True)
-    t += rw("PreAllocBuffers", Kind.ENUM, "busy", 0, enum_strings=("Done", "Pre-allocate"),
+    t += rw("PoolPollStats", Kind.ENUM, "bo", 0, enum_strings=NO_STATE_NAMES, inert=True)
+    t += rw("EmptyFreeList", Kind.ENUM, "bo", 0, enum_strings=NO_STATE_NAMES, inert=True)
+    t += rw("PreAllocBuffers", Kind.ENUM, "busy", 0, enum_strings=("Done", "Allocate"),
             inert=True)
     t += long("NumPreAllocBuffers", 100, inert=True)
     t += ro("NumQueuedArrays", Kind.LONG, "longin", 0)
@@ -179,8 +189,8 @@ def _plugin_base() -> list[PV]:
     t += ro("MaxArrayRate_RBV", Kind.DOUBLE, "calc", 0.0, precision=1, units="Hz")
     t += double("MaxByteRate", inert=True)
     t += ro("ExecutionTime_RBV", Kind.DOUBLE, "ai", 0.0, precision=3, units="ms")
-    t += rw("ProcessPlugin", Kind.ENUM, "bo", 0, enum_strings=("Done", "Process"),
-            doc="process the last frame again")
+    t += rw("ProcessPlugin", Kind.ENUM, "bo", 0, enum_strings=NO_STATE_NAMES,
+            doc="write 1: process the last frame again")
     t += boolean("BlockingCallbacks", NO_YES, 0, inert=True,
                  doc="frames always go through the queue here")
     t += long("DroppedArrays", doc="frames dropped because the queue was full; writable")
@@ -312,6 +322,8 @@ def _extension() -> list[PV]:
             doc="frames refused: too few elements, or shape/type differing from the open file")
     t += ro("NDAttributesMessage_RBV", Kind.CHAR, "waveform", "", nelm=256,
             doc="why NDAttributesStatus is not OK, or which attributes cannot be evaluated")
+    t += ro("WriterVersion_RBV", Kind.STRING, "stringin", "",
+            doc="version of nexus-writer-ioc (DriverVersion_RBV reports the ADCore version)")
     t += ro("Workers_RBV", Kind.LONG, "longin", 0,
             doc="writer workers connected (serve --workers-listen); 0 when this IOC writes "
             "the frames itself")
@@ -345,6 +357,15 @@ def with_defaults(**values) -> tuple[PV, ...]:
 
 # -- values: PV form (enum labels) <-> parameter form (indices) --------------------
 
+def fit_utf8(text: str, nbytes: int) -> str:
+    """``text`` cut to at most ``nbytes`` of UTF-8 (a CHAR waveform's room), on a
+    character boundary."""
+    data = text.encode("utf-8", "surrogateescape")
+    if len(data) <= nbytes:
+        return text
+    return data[:nbytes].decode("utf-8", "ignore")
+
+
 def to_param(pv: PV, value: object) -> object:
     """A PV value as the saver wants it: enum labels -> index."""
     if pv.kind is Kind.ENUM:
@@ -363,6 +384,8 @@ def to_param(pv: PV, value: object) -> object:
 def to_pv(pv: PV, value: object) -> object:
     if pv.kind is Kind.ENUM and not isinstance(value, str):
         return pv.enum_strings[int(value)]
+    if pv.kind is Kind.CHAR and isinstance(value, str):
+        return fit_utf8(value, pv.nelm - 1)
     if pv.kind is Kind.LONG_ARRAY:
         return list(value)
     return value

@@ -93,6 +93,9 @@ class AttributeSampler:
         self._lock = threading.Lock()
         self._callbacks = []  # strong references: caproto holds callbacks weakly
         self.messages: list[str] = []
+        self._disconnected: set[str] = set()
+        self._connection_watched: set[str] = set()
+        self.on_message = None  # called with the new NDAttributesMessage_RBV text
 
     def set_definitions(self, definitions: list[AttributeDef]) -> list[str]:
         """Subscribe to the PVs of a new attributes file; returns notes for the operator."""
@@ -119,6 +122,10 @@ class AttributeSampler:
         names = [w.pvname for w in watched if w.pvname]
         if names:
             pvs = self.context.get_pvs(*names, timeout=2.0)
+            for pv in pvs:  # once per PV: the context keeps PVs across attribute files
+                if pv.name not in self._connection_watched:
+                    self._connection_watched.add(pv.name)
+                    pv.connection_state_callback.add_callback(self._on_connection)
             by_name = dict(zip(names, pvs, strict=True))
             for w in watched:
                 if not w.pvname:
@@ -142,6 +149,37 @@ class AttributeSampler:
                             f"{', '.join(unconnected)}")
         self.messages = messages
         return messages
+
+    def _on_connection(self, pv, state: str) -> None:
+        """An attribute PV that disconnects keeps its last value in the frames (ADCore);
+        NDAttributesMessage_RBV and the log say so until it is back."""
+        with self._lock:
+            if not any(w.pvname == pv.name for w in self._watched):
+                return
+            was = pv.name in self._disconnected
+            if state == "disconnected":
+                self._disconnected.add(pv.name)
+            elif state == "connected":
+                self._disconnected.discard(pv.name)
+            now = pv.name in self._disconnected
+        if was == now:
+            return
+        if now:
+            log.warning("attribute PV %s disconnected: its last value is recorded until it "
+                        "is back", pv.name)
+        else:
+            log.warning("attribute PV %s connected again", pv.name)
+        if self.on_message is not None:
+            self.on_message(self.message())
+
+    def message(self) -> str:
+        """NDAttributesMessage_RBV: notes from loading, then PVs disconnected now."""
+        parts = list(self.messages)
+        with self._lock:
+            gone = sorted(self._disconnected)
+        if gone:
+            parts.append(f"disconnected (last value recorded): {', '.join(gone)}")
+        return "; ".join(parts)
 
     def _make_callback(self, watched: _Watched):
         def callback(sub, response):
@@ -170,6 +208,7 @@ class AttributeSampler:
             self._watched = []
             self._constants = []
             self._callbacks = []
+            self._disconnected = set()
 
     def sample(self) -> dict[str, NDAttribute]:
         with self._lock:

@@ -282,6 +282,21 @@ class Client:
             value = [value.encode()]
         return pv.write(value, wait=wait, timeout=timeout)
 
+    def start_capture(self, prefix: str, timeout: float = 15.0) -> None:
+        """Capture=1 on the writer ``prefix``: a busy record, whose put completes when the
+        capture ends.  Put without waiting for that; return once the writer is capturing
+        (or has already finished a short capture)."""
+        import threading
+
+        ended = threading.Event()
+        self.pv(prefix + "Capture").write([1], wait=False, callback=lambda *_: ended.set())
+        try:
+            wait_for(lambda: ended.is_set() or self.get(prefix + "Capture_RBV") == "Capturing",
+                     timeout, what="capturing")
+        except TimeoutError:
+            raise TimeoutError("Capture=1 did not start capturing: "
+                               f"{self.get(prefix + 'WriteMessage')!r}") from None
+
     def wait_value(self, name: str, expected, timeout: float = 15.0):
         return wait_for(lambda: self.get(name) == expected, timeout, what=f"{name} == {expected!r}")
 

@@ -447,7 +447,7 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
                 c.put(WRITER + "FileWriteMode", "Stream")
                 c.put(WRITER + "NumCapture", 0)
                 c.put(WRITER + "LazyOpen", "Yes")
-                c.put(WRITER + "Capture", 1)
+                c.start_capture(WRITER)  # busy: completes at the end
             base_rss = tree_memory(process)
             peaks = [base_rss]
             done = threading.Event()
@@ -536,9 +536,15 @@ def _written_ids(directory: Path, mode: str) -> list[int]:
 
 
 def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: float,
-         frames_per_file: int = 500) -> dict:
-    """Stream files of ``frames_per_file`` frames for ``seconds``; RSS and FDs at start/end."""
+         frames_per_file: int = 500, flood: float = 0.0, flood_rate: float = 1000.0) -> dict:
+    """Stream files of ``frames_per_file`` frames for ``seconds``, with one refused put per
+    second and, if ``flood``, ``flood_rate`` refused puts/s for ``flood`` seconds in the
+    middle (from another process); reads are timed throughout from another client.
+    Reports frames written or counted, read latency outside/inside/after the flood, and
+    memory and open files at start and end."""
     import psutil
+
+    from ._load import Flood, ReadProbe, RefusedPuts
 
     rig = Rig(work, shape, dtype, writer=True)
     out = work / "soak"
@@ -554,29 +560,42 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
     c.put(rig.cam + "AcquirePeriod", 1.0 / rate)
     first_uid = c.get(rig.cam + "ArrayCounter_RBV") + 1
     skipped_before = c.get(WRITER + "SourceSkipped_RBV")
+    log_before = len(rig.writer.log())
     start = {"rss": tree_memory(process), "fds": tree_fds(process)}
     samples = []
     written = 0
     files = 0
+    probe = ReadProbe(WRITER + "ArrayCounter_RBV")
+    refuser = RefusedPuts(WRITER + "ZLevel", 99)  # "ZLevel must be 0-9"
+    flooder = None
+    flood_at = (seconds - flood) / 2 if flood else None
     try:
+        probe.start()
+        refuser.start()
         c.put(rig.cam + "Acquire", 1, wait=False)
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds:
+            if flooder is None and flood_at is not None and time.monotonic() - t0 >= flood_at:
+                flooder = Flood(WRITER + "ZLevel", 99, flood_rate, flood, rig.env.server_env(0))
             if c.get(WRITER + "Capture_RBV") == "Done":
                 for path in sorted(out.glob("soak_*.h5")):
                     with h5py.File(path, "r") as f:
                         written += len(f["/entry/instrument/NDAttributes/NDArrayUniqueId"])
                     path.unlink()
                     files += 1
-                c.put(WRITER + "Capture", 1)
+                c.start_capture(WRITER)  # busy: completes at the end
             samples.append((time.monotonic() - t0, tree_memory(process), tree_fds(process)))
             if len(samples) % 20 == 1:  # every ~10 s
                 report.progress(f"soak: {samples[-1][0]:.0f} of {seconds:.0f} s, {files} files "
                                 f"done, memory {samples[-1][1] / 2**20:.0f} MiB")
             time.sleep(0.5)
+        if flooder is not None:
+            flooder.wait()
         c.put(rig.cam + "Acquire", 0)
         time.sleep(1.0)
         c.put(WRITER + "Capture", 0)
+        refuser.stop()
+        probe.stop()
         last_uid = c.get(rig.cam + "ArrayCounter_RBV")
         for path in sorted(out.glob("soak_*.h5")):
             with h5py.File(path, "r") as f:
@@ -588,12 +607,21 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
         # frames produced while no capture was armed (between files) are not lost
         dropped = c.get(WRITER + "DroppedArrays_RBV")
         skipped = c.get(WRITER + "SourceSkipped_RBV") - skipped_before
+        log = rig.writer.log()[log_before:]
+        reads = _read_windows(probe, t0, flooder)
+        memory = _memory_windows(samples, t0, flooder)
         result = {"seconds": seconds, "rate": rate, "produced": produced, "written": written,
                   "files": files, "dropped": dropped, "ca_skipped": skipped,
                   "between_files": produced - written - dropped - skipped,
                   "rss_start_MiB": start["rss"] / 2**20, "rss_end_MiB": end["rss"] / 2**20,
                   "rss_max_MiB": max(s[1] for s in samples) / 2**20 if samples else 0,
-                  "fds_start": start["fds"], "fds_end": end["fds"]}
+                  "fds_start": start["fds"], "fds_end": end["fds"],
+                  "fds_max": max(s[2] for s in samples) if samples else 0,
+                  "refused_puts": refuser.sent + (flooder.sent if flooder else 0),
+                  "flood_seconds": flood, "flood_sent": flooder.sent if flooder else 0,
+                  "refusal_log_lines": sum("refused put" in line for line in log.splitlines()),
+                  "tracebacks_in_log": log.count("Traceback"), "reads": reads,
+                  "memory_MiB": memory}
         report.add(test=f"soak (Stream, files of {frames_per_file} frames)",
                    size=f"{shape[1]}x{shape[0]}", dtype=dtype, rate=rate, unit="frames/s",
                    lost=dropped,
@@ -602,10 +630,88 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
                         f"{result['between_files']}; memory (PSS, IOC + receiver) "
                         f"{result['rss_start_MiB']:.0f}->"
                         f"{result['rss_end_MiB']:.0f} MiB (max {result['rss_max_MiB']:.0f}); "
-                        f"FDs {start['fds']}->{end['fds']}")
+                        f"FDs {start['fds']}->{end['fds']} (max {result['fds_max']}); memory "
+                        + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()) + " MiB")
+        for window, stats in reads.items():
+            report.add(test=f"soak: reads {window}", unit="s", rate=stats.get("max_s") or 0.0,
+                       note=_read_note(stats))
+        report.add(test="soak: refused puts", rate=result["refused_puts"], unit="puts",
+                   note=f"1/s all along + flood {result['flood_sent']} in {flood:.0f} s; "
+                        f"{result['refusal_log_lines']} log lines (rate-limited), "
+                        f"{result['tracebacks_in_log']} tracebacks")
         return result
     finally:
         rig.close()
+
+
+def _read_windows(probe, t0: float, flooder) -> dict:
+    """Read latency before, during, in the 5 s after, and after the flood (or all along)."""
+    end = float("inf")
+    if flooder is None:
+        return {"all along": probe.window(t0, end)}
+    return {"before the flood": probe.window(t0, flooder.start),
+            "during the flood": probe.window(flooder.start, flooder.end),
+            "0-5 s after the flood": probe.window(flooder.end, flooder.end + 5),
+            "after the flood": probe.window(flooder.end + 5, end)}
+
+
+def _memory_windows(samples, t0: float, flooder) -> dict:
+    """Largest PSS (MiB) before, during and after the flood: a flood must not leave memory
+    behind."""
+    def peak(start, end):
+        values = [rss for t, rss, _ in samples if start <= t0 + t < end]
+        return max(values) / 2**20 if values else 0.0
+
+    if flooder is None:
+        return {"max": peak(t0, float("inf"))}
+    return {"max before the flood": peak(t0, flooder.start),
+            "max during": peak(flooder.start, flooder.end),
+            "max after": peak(flooder.end, float("inf"))}
+
+
+def _read_note(stats: dict) -> str:
+    if not stats.get("reads"):
+        return "no reads"
+    def f(x):
+        return "-" if x is None else f"{x * 1e3:.0f} ms"
+    return (f"{stats['reads']} reads: median {f(stats['median_s'])}, p99 {f(stats['p99_s'])}, "
+            f"max {f(stats['max_s'])}, {stats['timeouts']} unanswered")
+
+
+def bench_attribute_overhead(report: Report, work: Path) -> dict:
+    """File size an NDAttribute adds to a multi-frame file: per attribute per file, for
+    numbers and strings, few and many frames, NumCapture known or not (0)."""
+    layout = default_layout()
+    results = {}
+    shape = (8, 8)
+    for kind, dtype, value in (("float64", NDAttrType.Float64, 1.5),
+                               ("string", NDAttrType.String, "a value")):
+        for frames, num_capture in ((10, 0), (1000, 0), (1000, 1000)):
+            sizes = []
+            for count in (0, 50):
+                attrs = {f"A{i}": NDAttribute(f"A{i}", value, dtype, "", "", NDAttrSource.PARAM)
+                         for i in range(count)}
+                path = work / f"attr_{kind}_{frames}_{num_capture}_{count}.h5"
+                first = NDArray(data=np.zeros(shape, "u2"), unique_id=1, attributes=attrs)
+                writer = NexusWriter(path, layout, first, WriterOptions(
+                    multi_frame=True, num_capture=num_capture))
+                for uid in range(1, frames + 1):
+                    writer.write(NDArray(data=np.zeros(shape, "u2"), unique_id=uid,
+                                         attributes=attrs))
+                writer.close()
+                sizes.append(path.stat().st_size)
+                path.unlink()
+            per_attribute = (sizes[1] - sizes[0]) / 50
+            payload = frames * (256 if dtype is NDAttrType.String else 8)
+            results[f"{kind}_{frames}_frames_numcapture_{num_capture}"] = per_attribute
+            report.add(test="NDAttribute dataset size, per attribute per file",
+                       mode=f"{frames} frames, NumCapture {num_capture}", dtype=kind,
+                       rate=per_attribute / 1e3, unit="kB",
+                       note=f"values {payload / 1e3:.1f} kB, overhead "
+                            f"{(per_attribute - payload) / 1e3:.1f} kB; ADCore's chunk of "
+                            f"{num_capture or 16384} values: "
+                            f"{(num_capture or 16384) * payload / frames / 1e3:.0f} kB")
+    return results
 
 
 def bench_main(args: argparse.Namespace) -> int:
@@ -637,7 +743,8 @@ def bench_main(args: argparse.Namespace) -> int:
                 1.0 if args.quick else args.duration, args.queue_size, 0 if args.quick else 2))
         elif args.soak:
             report.summary["soak"] = soak(report, work, args.soak, (256, 256), "uint16",
-                                          args.soak_rate)
+                                          args.soak_rate, flood=args.soak_flood,
+                                          flood_rate=args.soak_flood_rate)
         else:
             duration = 0.5 if args.quick else args.duration
             small = (64, 64) if args.quick else (256, 256)
@@ -645,6 +752,7 @@ def bench_main(args: argparse.Namespace) -> int:
                                                 duration, work))
             if not args.quick:
                 bench_writers(report, layout, shape, args.dtype, compression, duration, work)
+            report.summary["attribute_bytes_per_file"] = bench_attribute_overhead(report, work)
             disk = bench_disk(report, work, 64 if args.quick else 1024)
             frame_mb = x * y * np.dtype(args.dtype).itemsize / 1e6
             rates = [20, 50] if args.quick else [50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 600,

@@ -179,7 +179,7 @@ def bench_workers(report: Report, work: Path, shape, dtype: str, counts, rates,
                                       ("FileTemplate", "%s%s_%6.6d.h5"), ("FileWriteMode", "Stream"),
                                       ("NumCapture", 0), ("DroppedArrays", 0)):
                     c.put(COORDINATOR + suffix, value)
-                c.put(COORDINATOR + "Capture", 1)
+                c.start_capture(COORDINATOR)  # Capture is a busy record
                 frames = max(int(rate * duration), 10)
                 before, t_before = cpu_seconds(trees), time.perf_counter()
                 first = c.get(rig.cam + "ArrayCounter_RBV") + 1

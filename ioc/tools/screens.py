@@ -85,6 +85,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("Connection", "SourceConnected_RBV"), ("Frames skipped", "SourceSkipped_RBV"),
         ("Duplicates", "SourceDuplicates_RBV"), ("Invalid frames", "InvalidFrames_RBV"),
         ("Writer workers", "Workers_RBV"), ("Missing frames", "MissingFrames_RBV"),
+        ("Writer version", "WriterVersion_RBV"),
     ]),
 ]
 # Momentary actions: a button that writes 1 (Capture gets Start and Stop).

@@ -533,6 +533,12 @@ def sim_main(args: argparse.Namespace) -> int:
 
     import caproto._constants as constants
 
+    try:
+        ca_server.server_port()  # EPICS_CAS_SERVER_PORT first, as EPICS base servers
+    except ca_server.ServerPortError as exc:
+        log.error("%s", exc)
+        return 2
+
     # caproto keeps ~14 queued updates of a 1-Mpixel waveform per subscriber
     # unless told otherwise; a lagging client would then lose frames.
     if "CAPROTO_MIN_SUBSCRIPTION_BACKLOG" not in os.environ:
@@ -585,7 +591,7 @@ def sim_main(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     try:
-        ca_server.run(ioc.pvdb, startup)
+        ca_server.run(ioc.pvdb, startup, interfaces=ca_server.interfaces())
     finally:
         if server is not None:
             server.close()

@@ -214,7 +214,8 @@ class Placer:
 
     def __init__(self, plan: AxesPlan):
         self.plan = plan
-        self.extent = [1] * plan.rank  # ADCore starts every leading axis at 1
+        # ADCore starts every leading axis at 1 (a fill-value frame in an empty file): 0 here
+        self.extent = [0] * plan.rank
         self.count = 0
 
     def next_sequential(self, frame_id: int) -> tuple[int, ...]:

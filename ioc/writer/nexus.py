@@ -32,6 +32,7 @@ from ..ndarray import (
 )
 from . import _write_behind, codecs
 from .extra_dims import ExtraDims, FramePlacement
+from .recovery import describe_error, release
 
 __all__ = [
     "BLOSC_COMPRESSORS", "BLOSC_SHUFFLES", "COMPRESSION_LABELS", "Compression",
@@ -159,6 +160,27 @@ def effective_chunks(dims: tuple[int, ...], options: WriterOptions) -> tuple[int
         else:
             result.append(min(want, size))
     return tuple(result)
+
+
+# HDF5 refuses chunks of 4 GiB or more; a chunk is also a buffer the library allocates.
+MAX_CHUNK_BYTES = 2**32 - 1
+# Automatic NDAttribute chunks: at most this many bytes, so that a file holds what it
+# records (ADCore's chunk of NumCapture or 16384 values is allocated whole: 4 MiB per
+# string attribute per file, ADCore#603).  Fewer when fewer frames are expected.
+ATTRIBUTE_CHUNK_BYTES = 16 * 1024
+MAX_ATTRIBUTE_CHUNK = 65536  # NDAttributeChunk's upper bound (values)
+
+
+def attribute_chunk(options: WriterOptions, itemsize: int) -> int:
+    """Chunk length of an NDAttribute dataset: NDAttributeChunk when set (bounded),
+    else 1 in Single mode, else the frames expected (NumCapture) up to
+    ATTRIBUTE_CHUNK_BYTES of values."""
+    if options.ndattribute_chunk > 0:
+        return min(options.ndattribute_chunk, MAX_ATTRIBUTE_CHUNK)
+    if not options.multi_frame:
+        return 1
+    most = max(1, ATTRIBUTE_CHUNK_BYTES // max(itemsize, 1))
+    return min(options.num_capture, most) if options.num_capture > 0 else most
 
 
 # -- low-level helpers: fixed-length NUL-terminated strings, as ADCore writes them --
@@ -294,12 +316,18 @@ class NexusWriter:
     """One open NeXus file."""
 
     def __init__(self, path: str | os.PathLike, layout: Layout, first: NDArray,
-                 options: WriterOptions | None = None, *, file_name: str | None = None):
+                 options: WriterOptions | None = None, *, file_name: str | None = None,
+                 exclusive: bool = False):
+        """``exclusive``: create the file only if nothing has that name (temporary names:
+        another writer's file, or one left by a killed writer, is never overwritten).
+        If the open fails after the file was created, the file is removed: a file is
+        removed only by the writer that created it."""
         self.path = Path(path)
         self.layout = layout
         self.options = options or WriterOptions()
         self.warnings: list[str] = []
         self.frames_written = 0
+        self.flush_count = 0  # flushes of this file (SWMR every NumFramesFlush, FlushNow)
         self._frame_shape = first.data.shape
         self._frame_dtype = first.data.dtype.newbyteorder("<") if first.data.dtype.byteorder == ">" \
             else first.data.dtype
@@ -310,13 +338,19 @@ class NexusWriter:
         self._closed = False
         default_detector = layout.default_detector()  # raises LayoutError when none
         self._compression = compression_kwargs(self.options, self._frame_dtype)
+        self._check_frame_chunk(first)
+        if exclusive and os.path.lexists(self.path):
+            raise WriterError(f"{self.path.name} exists already (a file being written by "
+                              "another writer, or left by one that was stopped); not "
+                              "overwritten")
         try:
             libver = "latest" if self.options.swmr else None
             # No chunk cache: each frame goes to the file when written, so a write error
             # (disk full) is reported for that frame, and memory stays bounded.
-            self.file = h5py.File(self.path, "w", libver=libver, rdcc_nbytes=0)
-        except OSError as exc:
-            raise WriterError(f"cannot create {self.path}: {exc}") from exc
+            self.file = h5py.File(self.path, "w-" if exclusive else "w", libver=libver,
+                                  rdcc_nbytes=0)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise WriterError(describe_error(exc)) from exc
         self._fd = _write_behind.h5_file_fd(self.file)
         self._unadvised = 0
         try:
@@ -342,8 +376,34 @@ class NexusWriter:
             if self.options.swmr:
                 self.file.swmr_mode = True
         except BaseException:
-            self.file.close()
+            self.release()
+            try:
+                self.path.unlink()  # ours: created above
+            except OSError:
+                pass
             raise
+
+    def _check_frame_chunk(self, first: NDArray) -> None:
+        """Refuse chunk sizes HDF5 cannot allocate (NumFramesChunks x frame bytes)."""
+        if not self.options.multi_frame:
+            return
+        frames = max(1, self.options.frames_chunks)
+        if self.options.num_capture > 0:
+            frames = min(frames, self.options.num_capture)
+        chunk_bytes = frames * int(np.prod(effective_chunks(first.dims, self.options))) * \
+            self._frame_dtype.itemsize
+        if chunk_bytes > MAX_CHUNK_BYTES:
+            raise WriterError(f"chunk too large: NumFramesChunks {frames} x "
+                              f"{chunk_bytes // frames} bytes = {chunk_bytes} bytes; HDF5 "
+                              f"allows {MAX_CHUNK_BYTES}")
+
+    def release(self) -> None:
+        """Let go of the file after a failed write or close without writing into it again
+        (``recovery.release``); what is on disk stays as it is."""
+        self._closed = True
+        file = getattr(self, "file", None)
+        if file is not None:
+            release(file, self._fd)
 
     # -- open ------------------------------------------------------------------
     def _extend_tree(self) -> None:
@@ -387,7 +447,7 @@ class NexusWriter:
         chunks = tuple(reversed(effective_chunks(first.dims, self.options)))
         if self.options.multi_frame:
             plan = self._placement.plan  # the extra dimensions' leading axes (extra_dims)
-            shape = (1,) * plan.rank + frame_shape
+            shape = (0,) * plan.rank + frame_shape  # an empty stream holds no frame
             maxshape = (*plan.maxshape, *frame_shape)
             chunks = (*plan.chunks, *chunks)
         else:
@@ -411,7 +471,7 @@ class NexusWriter:
         self._det_counts[dataset.path] = 0
         # One uncompressed chunk per frame: the frame's bytes are the chunk, written
         # with H5Dwrite_chunk (as ADCore does when dims and codec match one chunk).
-        frame_chunk = shape if self.options.multi_frame else frame_shape
+        frame_chunk = (1,) * (len(shape) - len(frame_shape)) + frame_shape
         if not self._compression and chunks == frame_chunk:
             self._direct.add(dataset.path)
         if self._compression and chunks == frame_chunk:
@@ -437,12 +497,18 @@ class NexusWriter:
             ds = h5group.create_dataset(dataset.name, data=value)
         self._apply_attributes(ds, dataset.attributes)
 
-    def _attribute_chunk(self) -> int:
-        if self.options.ndattribute_chunk > 0:
-            return self.options.ndattribute_chunk
-        if not self.options.multi_frame:
-            return 1
-        return self.options.num_capture if self.options.num_capture > 0 else 16384
+    def _attribute_chunk(self, attribute: NDAttribute | None = None) -> int:
+        """Sized by what the dataset holds (``attribute_chunk``); a performance row (5
+        float64) when no attribute is given."""
+        if attribute is None:
+            itemsize = 40
+        elif attribute.dtype is NDAttrType.String:
+            itemsize = ATTRIBUTE_STRING_SIZE
+        elif attribute.dtype is NDAttrType.Undefined:
+            itemsize = 4
+        else:
+            itemsize = np.dtype(attribute.dtype.numpy).itemsize
+        return attribute_chunk(self.options, itemsize)
 
     def _create_attribute_datasets(self) -> None:
         self._attr_datasets: list[_AttributeDataset] = []
@@ -451,7 +517,6 @@ class NexusWriter:
             self._perf_location = self.layout.performance_location()
         if not self.options.store_attributes:
             return
-        chunk = self._attribute_chunk()
         default = self.layout.ndattr_default_group()
         used_default = False
         for name, attribute in self._open_attrs.items():
@@ -467,7 +532,8 @@ class NexusWriter:
                 self.warnings.append(f"NDAttribute {name!r}: {placement.path} is the "
                                      "performance dataset; not stored")
                 continue
-            holder = self._attribute_holder(group, placement, attribute, chunk)
+            holder = self._attribute_holder(group, placement, attribute,
+                                            self._attribute_chunk(attribute))
             self._apply_attributes(holder.ds, holder.layout_attributes)
             if placement.when is When.OPEN:
                 holder.append(attribute)
@@ -559,12 +625,21 @@ class NexusWriter:
             # Where it goes (PositionMode labels or the next position); a frame that cannot
             # be placed raises PositionError before anything of it is written.
             offsets = self._placement.locate(path, frame.unique_id, frame.attributes)
+            before = ds.shape
             if self._placement.take(path, offsets):
                 ds.resize(self._placement.extent(path) + data.shape)
-            if direct:
-                ds.id.write_direct_chunk(offsets + (0,) * data.ndim, chunk)
-            else:
-                ds[offsets] = data
+            try:
+                if direct:
+                    ds.id.write_direct_chunk(offsets + (0,) * data.ndim, chunk)
+                else:
+                    ds[offsets] = data
+            except BaseException:
+                if ds.shape != before:
+                    try:  # the file keeps only frames written whole
+                        ds.resize(before)
+                    except Exception:  # noqa: BLE001 - the original error says more
+                        pass
+                raise
         elif direct:
             ds.id.write_direct_chunk((0,) * data.ndim, chunk)
         else:
@@ -633,9 +708,12 @@ class NexusWriter:
         for holder in self._attr_datasets:
             holder.flush()
         self.file.flush()
+        self.flush_count += 1
 
     # -- close -----------------------------------------------------------------
     def close(self) -> None:
+        """Write what is written at close and close the file.  If this raises, the file may
+        still be open in HDF5: the caller decides what to keep, then calls ``release``."""
         if self._closed:
             return
         self._closed = True
@@ -672,6 +750,13 @@ class NexusWriter:
         if self._perf_location is None:
             return None
         return _join(*self._perf_location)
+
+    def per_frame_datasets(self) -> tuple[list[str], list[str], str | None]:
+        """(frames datasets, NDAttribute datasets with a value per frame, the
+        NDArrayUniqueId dataset): what ``recovery.recover`` keeps consistent."""
+        per_frame = [h for h in self._attr_datasets if h.when is When.FRAME]
+        marker = next((h.path for h in per_frame if h.name == "NDArrayUniqueId"), None)
+        return list(self._detectors), [h.path for h in per_frame], marker
 
     def attribute_datasets(self) -> list[tuple[str, str, NDAttrType, int]]:
         """(NDAttribute name, dataset path, type, values written) of each NDAttribute dataset."""

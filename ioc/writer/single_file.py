@@ -89,8 +89,11 @@ class SingleFileWriter:
                 destination, len(file_name.encode()))
 
     def write(self, path: Path, layout: Layout, frame: NDArray, options: WriterOptions,
-              file_name: str) -> list[str]:
-        """Write ``frame`` as a complete file at ``path``; returns the writer's warnings."""
+              file_name: str, exclusive: bool = False) -> list[str]:
+        """Write ``frame`` as a complete file at ``path``; returns the writer's warnings.
+
+        ``exclusive``: never overwrite a file of that name (temporary names).  A file this
+        call created and could not complete is removed before the error is raised."""
         t0 = time.perf_counter()
         if frame.codec is not None and options.compression == Compression.NONE:
             frame = decoded(frame)  # pre-compressed, written uncompressed: by the template
@@ -98,14 +101,18 @@ class SingleFileWriter:
         key = self.key(layout, options, frame, file_name, attrs)
         template = self.template
         if key is not None and template is not None and template.key == key:
-            self._write_fast(path, template, frame, attrs, file_name, t0)
+            self._write_fast(path, template, frame, attrs, file_name, t0, exclusive)
             self.fast_files += 1
             return template.warnings
-        writer = NexusWriter(path, layout, frame, options, file_name=file_name)
+        writer = NexusWriter(path, layout, frame, options, file_name=file_name,
+                             exclusive=exclusive)
         try:
             writer.write(frame)
-        finally:
             writer.close()
+        except BaseException:
+            writer.release()
+            _remove(path)  # created by the writer above
+            raise
         self.slow_files += 1
         self._last_time = time.perf_counter()
         self.template = self._make_template(path, key, writer, frame, options, file_name) \
@@ -152,7 +159,7 @@ class SingleFileWriter:
 
     # -- a file from the template ---------------------------------------------------
     def _write_fast(self, path: Path, t: _Template, frame: NDArray, values: dict,
-                    file_name: str, t0: float) -> None:
+                    file_name: str, t0: float, exclusive: bool = False) -> None:
         patches: list[tuple[_Patch, bytes | memoryview]] = []
         image = np.ascontiguousarray(frame.data, dtype=frame.data.dtype.newbyteorder("<"))
         patches.append((t.image, memoryview(image).cast("B")))
@@ -184,16 +191,41 @@ class SingleFileWriter:
             buffers.append(value)
             position = patch.offset + patch.size
         buffers.append(template[position:])
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+        fd = os.open(path, flags, 0o644)
         try:
-            total = sum(len(b) for b in buffers)
-            written = os.writev(fd, buffers)
-            if written != total:  # a short write: finish it plainly
-                rest = b"".join(bytes(b) for b in buffers)[written:]
-                while rest:
-                    n = os.write(fd, rest)
-                    rest = rest[n:]
+            _write_all(fd, buffers)
             _write_behind.file_written(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            _remove(path)  # created above
+            raise
+        os.close(fd)
         self._last_time = time.perf_counter()
+
+
+# At most this many buffers per writev (IOV_MAX: 1024 on Linux); a file with many
+# NDAttributes has two buffers per attribute.
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def _write_all(fd: int, buffers: list) -> None:
+    """``writev`` in batches of IOV_MAX buffers, finishing short writes."""
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    while views:
+        batch = views[:IOV_MAX]
+        written = os.writev(fd, batch)
+        done = 0
+        while done < len(batch) and written >= len(batch[done]):
+            written -= len(batch[done])
+            done += 1
+        views = views[done:]
+        if written:  # part of one buffer went out
+            views[0] = views[0][written:]
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -178,7 +178,7 @@ def test_configure_sequence_then_unlabelled_frames_stop_the_file(ready, tmp_path
         f"Error writing file, frame {uids[0]} has no NDAttribute 'd2' (PosNameDimN) for its "
         "position; file closed with 0 frames")
     with h5py.File(tmp_path / "det.h5") as f:  # opened (lazily) then closed: valid, empty
-        assert f["/entry/detector/detector"].shape == (1, 1, 1, SIZE[1], SIZE[0])
+        assert f["/entry/detector/detector"].shape == (0, 0, 0, SIZE[1], SIZE[0])  # no fill frame
     ready.put("Capture", 0)  # on_reset: stop, then the layout file goes
     layout_file.unlink()
     ready.put("XMLFileName", "")

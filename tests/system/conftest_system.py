@@ -24,9 +24,16 @@ def iocs(ca_env, tmp_path_factory) -> Setup:
                         ca_env.server_env(1), logs / "writer.log")
     client = Client()
     setup = Setup(client, ca_env, sim, writer, logs)
+    def connected() -> bool:
+        from caproto import CaprotoTimeoutError
+
+        try:
+            return setup.get("SourceConnected_RBV") == "Connected"
+        except CaprotoTimeoutError:  # still starting: slow on a loaded machine
+            return False
+
     try:
-        wait_for(lambda: setup.get("SourceConnected_RBV") == "Connected", 30,
-                 what="writer connected to the simulator")
+        wait_for(connected, 90, what="writer connected to the simulator")
         yield setup
     finally:
         client.close()

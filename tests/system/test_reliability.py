@@ -34,10 +34,14 @@ class Fresh:
                                  max_open_files=max_open_files)
         self.client = Client()
         self.setup = Setup(self.client, env, self.sim, self.writer, self.logs)
-        wait_for(lambda: self.setup.get("SourceConnected_RBV") == "Connected", 30)
-        self.data = tmp / "data"
-        self.data.mkdir(exist_ok=True)
-        self.setup.reset(self.data)
+        try:
+            wait_for(lambda: self.setup.get("SourceConnected_RBV") == "Connected", 30)
+            self.data = tmp / "data"
+            self.data.mkdir(exist_ok=True)
+            self.setup.reset(self.data)
+        except BaseException:
+            self.close()  # a failed start must not leave both IOCs running
+            raise
 
     def start_sim(self):
         return IOCProcess(["sim", "--prefix", P, "--size", str(SIZE[0]), str(SIZE[1])],
