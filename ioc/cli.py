@@ -48,21 +48,35 @@ def _check_layout(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .commands import HelpFormatter
+
     parser = argparse.ArgumentParser(
-        prog="nexus-writer-ioc",
+        prog="nexus-writer-ioc", formatter_class=HelpFormatter,
         description="NDFileHDF5-compatible NeXus file writer IOC (caproto).",
+        epilog="'nexus-writer-ioc COMMAND --help' shows a command's options with their\n"
+               "defaults, an example and the EPICS environment it uses.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check-layout", help="print the tree a layout produces, with warnings")
+    p = sub.add_parser(
+        "check-layout", help="print the tree a layout produces, with warnings",
+        formatter_class=HelpFormatter,
+        description="Print every group, dataset and attribute a layout produces, with its "
+                    "source and timing, where each NDAttribute lands, and warnings; exit 1 "
+                    "on errors.",
+        epilog="example:\n  nexus-writer-ioc check-layout layouts/nexus_demo.xml "
+               "--attributes layouts/demo_attributes.xml --macros P=13SIM1:\n\n"
+               "EPICS environment: not used (no Channel Access).")
     p.add_argument("layout", help="layout XML file, inline XML, or 'default'")
     p.add_argument("--strict", action="store_true",
                    help="also validate against the layout schema (layouts/hdf5_layout.xsd: "
                    "ADCore's XSD + root attributes); departures are errors (exit 1). ADCore "
                    "and the IOC do not require it")
-    p.add_argument("--attributes", help="NDAttributes XML file (or inline XML)")
-    p.add_argument("--macros", default="", help='NDAttributesMacros, e.g. "P=13SIM1:,R=cam1:"')
+    p.add_argument("--attributes", metavar="FILE",
+                   help="NDAttributes XML file or inline XML (default: none)")
+    p.add_argument("--macros", default="", metavar="MACROS",
+                   help='NDAttributesMacros for the attributes file, e.g. "P=13SIM1:,R=cam1:"')
     from .tools.shapes import add_arguments as add_shape_arguments
 
     add_shape_arguments(p)

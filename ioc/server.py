@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 
 from . import __version__
 from .layout.ndattributes import AttributesError, AttributesStatus, load_attributes
+from .plugin import ca_server
 from .plugin.file_saver import FileSaver, layout_status
 from .plugin.group import make_group_class, pv_listing
+from .plugin.ioc_logging import configure as configure_logging
 from .plugin.naming import PathPolicy
 from .plugin.pvtable import with_defaults
+from .serve_summary import SourceReport, ca_search_hint, summary_lines, wait_and_announce
 from .writer.nexus import available_compressions
 
 log = logging.getLogger(__name__)
@@ -79,9 +81,12 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         context, cam, lambda message: group.post(DriverAttributesMessage_RBV=message[:255]),
         policy.roots) if cam else None
 
+    report = SourceReport(source)
+
     def on_status(status: dict) -> None:
         if "connected" in status:
             group.post(SourceConnected_RBV=int(status["connected"]))
+            report.changed(bool(status["connected"]))
         if "skipped" in status:
             group.post(SourceSkipped_RBV=status["skipped"])
         if "duplicates" in status:
@@ -135,6 +140,7 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
         except ValueError as exc:
             group.post(WriteMessage=str(exc)[:255])
             raise
+        report.prefix = prefix_
         image.set_prefix(prefix_)
         port = port_map.name_of(prefix_)
         group.post(NDArrayPort=port, NDArrayPort_RBV=port)
@@ -158,7 +164,7 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
     def prime() -> None:
         frame = image.read_current()
-        log.info("priming from the source's current frame: %s",
+        log.debug("priming from the source's current frame: %s",
                  "none" if frame is None else f"{frame.unique_id} {frame.data.shape}")
         if frame is not None:
             saver.submit("prime", frame=frame)
@@ -169,21 +175,19 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
     group.on_array_port = select_port
     group.on_driver_port = on_driver_port  # these two start with the server (serve_main)
     group.driver_attributes = driver_attributes
+    group.source_report = report
     return group, saver, image, context, cam, prime
 
 
 def serve_main(args: argparse.Namespace) -> int:
+    configure_logging(args.verbose, log.name)
     if getattr(args, "workers_listen", None):  # writer workers write the frames
         from .plugin.workers.serve import serve_coordinator
 
         return serve_coordinator(args)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .plugin.ca_server import ServerPortError, server_port
-
     try:
-        server_port()
-    except ServerPortError as exc:
+        ca_server.server_port()
+    except ca_server.ServerPortError as exc:
         log.error("%s", exc)
         return 2
     from .sources._malloc import keep_frame_buffers
@@ -200,14 +204,11 @@ def serve_main(args: argparse.Namespace) -> int:
     except ValueError as exc:  # an unknown source transport (--source, --port)
         log.error("%s", exc)
         return 2
-    if not args.allow_root:
-        log.warning("no --allow-root given: any CA client may make this IOC write files "
-                    "anywhere its user can write")
     if args.list_pvs:
         print("\n".join(pv_listing(args.prefix, tuple(group.table.values()))))
         print("# end of PV list", flush=True)
 
-    async def startup(async_lib) -> None:
+    async def startup(ca_context) -> None:
         loop = asyncio.get_running_loop()
         group.loop = loop
         saver.start()
@@ -224,7 +225,15 @@ def serve_main(args: argparse.Namespace) -> int:
 
             group.driver_port_watch = watch_driver_port(context, cam, group.on_driver_port)
             group.driver_attributes.start()
-        loop.run_in_executor(None, _prime_when_connected, image, prime)
+            loop.create_task(_default_port(group, context, cam))
+        fixed = summary_lines(
+            version=__version__, prefix=args.prefix, n_pvs=len(group.pvdb),
+            port=ca_context.port, udp_port=ca_context.ca_server_port,
+            interfaces=ca_server.interfaces(), beacons=ca_server.beacon_addresses(),
+            params=dict(group.params), cam=cam, roots=group.policy.roots)
+        pid = getattr(getattr(image, "process", None), "pid", None)
+        loop.run_in_executor(None, _announce_then_prime, fixed, image, group.source_report,
+                             pid, prime)
 
     def terminate(*_):
         raise KeyboardInterrupt
@@ -235,14 +244,12 @@ def serve_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, terminate)
     # A file-size limit (RLIMIT_FSIZE) must give a write error, not kill the IOC.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    from .plugin.ca_server import run  # EPICS_CAS_SERVER_PORT; writes in flight bounded
-
-    interfaces = os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "0.0.0.0").split()
     try:
-        run(group.pvdb, interfaces=interfaces, startup_hook=startup, log_pv_names=False)
+        ca_server.run(group.pvdb, startup, interfaces=ca_server.interfaces())
     except KeyboardInterrupt:
         pass
     finally:
+        group.source_report.stop()
         image.stop()
         if group.driver_attributes is not None:
             group.driver_attributes.stop()
@@ -250,7 +257,17 @@ def serve_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prime_when_connected(image, prime, timeout: float = 10.0) -> None:
+def _announce_then_prime(fixed, image, report, pid, prime, timeout: float = 10.0) -> None:
+    """The start-up summary once the source is connected (or after a few seconds), then
+    the readbacks primed from the source's current frame once it is connected."""
+    import time
+
+    start = time.monotonic()
+    wait_and_announce(fixed, image, report, pid)
+    _prime_when_connected(image, prime, timeout - (time.monotonic() - start), quiet=True)
+
+
+def _prime_when_connected(image, prime, timeout: float = 10.0, quiet: bool = False) -> None:
     import time
 
     deadline = time.monotonic() + timeout
@@ -258,6 +275,39 @@ def _prime_when_connected(image, prime, timeout: float = 10.0) -> None:
         time.sleep(0.05)
     if image.connected:
         prime()
-    else:
-        log.warning("source %s not connected after %.0f s; readbacks not primed", image.prefix,
-                    timeout)
+    elif not quiet:
+        from .sources.frames import parse_source
+
+        log.warning("source %s not connected after %.0f s; readbacks not primed; %s",
+                    image.prefix, timeout, ca_search_hint(parse_source(image.prefix)[0]))
+
+
+async def _default_port(group, context, cam: str, patience: float = 60.0) -> None:
+    """NDArrayPort defaults to the driver's PortName_RBV (read from --cam).  A driver that
+    starts later than the writer is waited for (a warning with the hint after 5 s)."""
+    loop = asyncio.get_running_loop()
+
+    def read(timeout: float) -> str:
+        (pv,) = context.get_pvs(cam + "PortName_RBV", timeout=timeout)
+        value = pv.read(timeout=timeout).data[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    deadline = loop.time() + patience
+    warned = False
+    while True:
+        try:
+            port = await loop.run_in_executor(None, read, 5.0)
+            break
+        except Exception as exc:  # noqa: BLE001 - the driver may not be up yet
+            if not warned:
+                reason = "no answer within 5 s" if isinstance(exc, TimeoutError) else exc
+                log.warning("cannot read %sPortName_RBV (%s): NDArrayPort stays empty until "
+                            "it answers, PARAM attributes are read once the driver "
+                            "connects; %s", cam, reason, ca_search_hint())
+                warned = True
+            if loop.time() > deadline:
+                return
+    if warned:
+        log.info("driver %s answered: NDArrayPort %s", cam, port)
+    if port:
+        group.on_driver_port(port)

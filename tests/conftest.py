@@ -18,4 +18,5 @@ def ca_env():
 
     env = CAEnvironment(3)  # the simulator, the writer (or coordinator), a pvAccess mirror
     env.apply_to_this_process()
-    return env
+    yield env
+    env.close()

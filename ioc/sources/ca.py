@@ -384,7 +384,7 @@ class CAImageSource:
     def _on_connection(self, pv, state: str) -> None:
         if not pv.name.startswith(self.prefix) or not self.prefix:
             return  # a PV of a previous prefix
-        log.info("%s %s", pv.name, state)
+        log.debug("%s %s", pv.name, state)  # per PV: -vv; serve logs the source's state
         if state == "connected":
             self._connected.add(pv.name)
         else:

@@ -264,8 +264,9 @@ class Worker:
 
 
 def worker_main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..plugin.ioc_logging import configure
+
+    configure(args.verbose, log.name)  # -v, -vv, -vvv as serve and sim
     from ..sources._malloc import keep_frame_buffers
     from ..writer import _write_behind
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,11 +39,10 @@ class CAEnvironment:
         self.pva_ports = [free_port() for _ in range(n_servers)]  # TCP
         self.pva_udp = [free_port() for _ in range(n_servers)]  # searches
         self.pva_client_udp = free_port()  # clients' beacon port (no server binds it)
-        self.repeater = free_port()
-        # Servers send beacons here; a bound socket keeps them from logging
-        # "connection refused" for every beacon.
-        self._beacon_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._beacon_sink.bind(("127.0.0.1", self.repeater))
+        # A real repeater on loopback: servers' beacons go there, and every client's
+        # registration (caproto's, libca's) is confirmed over loopback.
+        self._repeater = LoopbackRepeater()
+        self.repeater = self._repeater.port
 
     def client_env(self) -> dict[str, str]:
         return {
@@ -84,6 +84,89 @@ class CAEnvironment:
 
     def apply_to_this_process(self) -> None:
         os.environ.update(self.client_env())
+
+    def close(self) -> None:
+        """Stop the repeater (the IOCs are stopped by their owners)."""
+        self._repeater.stop()
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _ConfirmingSocket:
+    """The repeater's socket as caproto's repeater loop sees it, plus one fix.
+
+    libca (EPICS base's caget/caput/camonitor, pyepics) registers with zero-length
+    datagrams (``caRepeaterRegistrationMessage``) and waits for REPEATER_CONFIRM;
+    caproto's repeater records such a client but confirms only caproto's own
+    register command.  Measured with strace (EPICS base 7.0.8 camonitor): unconfirmed,
+    libca re-sends every second, alternately to 127.0.0.1 and to the host's interface
+    address; confirmed on the first (loopback) attempt, it sends no more."""
+
+    def __init__(self, sock: socket.socket, stop: threading.Event):
+        self._sock = sock
+        self._stop = stop
+        import caproto
+
+        self._confirm = bytes(caproto.RepeaterConfirmResponse("127.0.0.1"))
+        self.zero_length: dict[tuple[str, int], int] = {}  # registrations seen per client
+
+    def recvfrom(self, size: int):
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                data, address = self._sock.recvfrom(size)
+            except TimeoutError:
+                continue
+            if not data:
+                self.zero_length[address] = self.zero_length.get(address, 0) + 1
+                self._sock.sendto(self._confirm, address)
+            return data, address
+
+    def sendto(self, data: bytes, address) -> int:
+        return self._sock.sendto(data, address)
+
+
+class LoopbackRepeater:
+    """caproto's CA repeater, bound to 127.0.0.1 only, in a daemon thread.
+
+    (``caproto-repeater`` and EPICS base's ``caRepeater`` bind to 0.0.0.0.)  A port
+    taken on 127.0.0.1 also keeps libca and caproto's command-line tools from
+    spawning a repeater of their own: they find the port in use."""
+
+    def __init__(self):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._wrapped = _ConfirmingSocket(self._sock, self._stop)
+        self._thread = threading.Thread(target=self._run, name=f"ca-repeater-{self.port}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from caproto.sync.repeater import _run_repeater
+
+        while not self._stop.is_set():
+            try:
+                _run_repeater(self._wrapped, ("127.0.0.1", self.port))
+            except _Stopped:
+                break
+            except OSError:  # a client gone before its confirmation: go on serving
+                continue
+        self._sock.close()
+
+    @property
+    def zero_length_registrations(self) -> dict[tuple[str, int], int]:
+        """libca-style (zero-length) registrations received, per client address."""
+        return dict(self._wrapped.zero_length)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
 
 
 class IOCProcess:

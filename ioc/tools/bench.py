@@ -14,11 +14,13 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import h5py
 import numpy as np
@@ -43,21 +45,53 @@ ROUNDS = 3
 WRITER = PREFIX + "HDF1:"
 
 
+KEYS = ["test", "mode", "size", "dtype", "compression", "rate", "unit", "ms_per_item", "MB_s",
+        "lost", "ratio", "note"]
+
+
 @dataclass
 class Report:
+    """The rows, printed as they are measured (to ``out``: stdout for the table, stderr
+    when stdout carries JSON), and progress lines on stderr while a row is measured."""
+
     rows: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    out: TextIO | None = None
+    _header_done: bool = False
 
     def add(self, **row) -> dict:
         self.rows.append(row)
+        if self.out is not None:
+            self._clear_progress()
+            if not self._header_done:
+                print(" | ".join(KEYS), file=self.out)
+                print(" | ".join("---" for _ in KEYS), file=self.out)
+                self._header_done = True
+            print(self.line(row), file=self.out, flush=True)
         return row
 
+    def progress(self, message: str) -> None:
+        """What is being measured now (stderr; one overwritten line on a terminal)."""
+        if self.out is None:
+            return
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r\033[K... {message}")
+        else:
+            sys.stderr.write(f"... {message}\n")
+        sys.stderr.flush()
+
+    def _clear_progress(self) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+    @staticmethod
+    def line(row: dict) -> str:
+        return " | ".join(_fmt(row.get(k, "")) for k in KEYS)
+
     def table(self) -> str:
-        keys = ["test", "mode", "size", "dtype", "compression", "rate", "unit", "ms_per_item",
-                "MB_s", "lost", "ratio", "note"]
-        lines = [" | ".join(keys), " | ".join("---" for _ in keys)]
-        for row in self.rows:
-            lines.append(" | ".join(_fmt(row.get(k, "")) for k in keys))
+        lines = [" | ".join(KEYS), " | ".join("---" for _ in KEYS)]
+        lines += [self.line(row) for row in self.rows]
         return "\n".join(lines)
 
 
@@ -140,8 +174,10 @@ def bench_writers(report: Report, layout: Layout, shape, dtype: str, compression
     # bench ends: ext4 skips inodes freed in the last minute when it allocates new ones, so
     # creating files right after deleting thousands measures the deletion (up to 4x slower).
     timings: dict[str, list[tuple[float, int]]] = {name: [] for name in writers}
-    for _ in range(ROUNDS):
+    for round_ in range(ROUNDS):
         for name, write in writers.items():
+            report.progress(f"writer alone, {size} {dtype}: {name}, round {round_ + 1} of "
+                            f"{ROUNDS}")
             d = Path(tempfile.mkdtemp(dir=work))
             os.sync()
             timings[name].append(_files_per_second(write, frames, d, duration / ROUNDS))
@@ -158,6 +194,7 @@ def bench_writers(report: Report, layout: Layout, shape, dtype: str, compression
     ratio = results["baseline (naive h5py)"] / results["nexus-writer-ioc"]
     report.rows[-1]["ratio"] = ratio
     # multi-frame (Stream/Capture) files
+    report.progress(f"writer alone, {size} {dtype}: multi-frame file for {duration:.1f} s")
     d = Path(tempfile.mkdtemp(dir=work))
     options = WriterOptions(multi_frame=True, num_capture=0, compression=compression)
     start = time.perf_counter()
@@ -179,6 +216,7 @@ def bench_writers(report: Report, layout: Layout, shape, dtype: str, compression
 
 def bench_disk(report: Report, work: Path, megabytes: int) -> float:
     """Sequential write with fsync: the disk's own rate (MB/s)."""
+    report.progress(f"disk: writing {megabytes} MB + fsync")
     path = work / "disk.bin"
     chunk = os.urandom(2 * 2**20)
     start = time.perf_counter()
@@ -264,6 +302,7 @@ class Rig:
         if self.writer is not None:
             self.writer.stop()
         self.sim.stop()
+        self.env.close()
 
 
 class CPUMeter:
@@ -352,6 +391,9 @@ def ca_ceiling(report: Report, work: Path, shape, dtype, rates, duration,
         cpu = CPUMeter(sim=psutil.Process(rig.sim.proc.pid),
                        receiver=psutil.Process(source.process.pid))
         def attempt(rate: float) -> tuple[int, float]:
+            report.progress(f"{transport.upper()} transport alone: {rate:g} frames/s for "
+                            f"{duration:g} s "
+                            "(steps up until frames are lost, then bisects)")
             received.clear()
             mislabelled.clear()
             cpu.start()
@@ -405,6 +447,8 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
 
         def attempt(rate: float) -> tuple[int, float]:
             nonlocal peak
+            report.progress(f"{label} ({mode}): {rate:g} frames/s for {duration:g} s "
+                            "(steps up until frames are lost, then bisects)")
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             c.put(WRITER + "FilePath", str(out))
@@ -584,6 +628,9 @@ def soak(report: Report, work: Path, seconds: float, shape, dtype: str, rate: fl
                     files += 1
                 c.start_capture(WRITER)  # busy: completes at the end
             samples.append((time.monotonic() - t0, tree_memory(process), tree_fds(process)))
+            if len(samples) % 20 == 1:  # every ~10 s
+                report.progress(f"soak: {samples[-1][0]:.0f} of {seconds:.0f} s, {files} files "
+                                f"done, memory {samples[-1][1] / 2**20:.0f} MiB")
             time.sleep(0.5)
         if flooder is not None:
             flooder.wait()
@@ -715,8 +762,16 @@ def bench_main(args: argparse.Namespace) -> int:
 
     # frames the in-process CA source misses are counted in the report, not logged one by one
     logging.getLogger("ioc.sources").setLevel(logging.ERROR)
+    if args.out is not None and not Path(args.out).is_dir():
+        try:
+            Path(args.out).mkdir(parents=True)
+        except OSError as exc:
+            print(f"bench: cannot create --out {args.out}: {exc}", file=sys.stderr)
+            return 2
     work = Path(tempfile.mkdtemp(prefix="nexus-writer-bench-", dir=args.out))
-    report = Report()
+    # rows go where the user reads them as they are measured; with --json, stdout is the
+    # JSON document only, so the rows are echoed on stderr
+    report = Report(out=sys.stderr if args.json else sys.stdout)
     layout = load_layout(args.layout) if args.layout else default_layout()
     x, y = args.size
     shape = (y, x)
@@ -789,6 +844,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 "rss_budget_MiB": rss_budget / 2**20, "queue_size": queue,
             })
     finally:
+        report._clear_progress()
         shutil.rmtree(work, ignore_errors=True)
     return _print(args, report)
 
@@ -798,7 +854,6 @@ def _print(args: argparse.Namespace, report: Report) -> int:
         print(json.dumps({"rows": report.rows, "summary": report.summary}, indent=2,
                          default=float))
     else:
-        print(report.table())
         print()
         for key, value in report.summary.items():
             print(f"{key}: {_fmt(value) if not isinstance(value, dict) else value}")

@@ -16,13 +16,27 @@ from xml.etree import ElementTree as ET
 
 from ..plugin.pvtable import BY_SUFFIX, EXTRA_DIMS, PV, Kind
 
+# Long strings first, across the whole screen: paths and messages are what operators read
+# most, and a real path (100+ characters) needs ~1000 px.  A "long" row is an entry with its
+# readback below it (or a readback alone); a "pair" row holds two shorter strings.
+LONG_ROWS: list[tuple] = [
+    ("long", "File path", "FilePath"),
+    ("pair", ("File name", "FileName"), ("Filename format", "FileTemplate")),
+    ("long", "Last filename", "FullFileName_RBV"),
+    ("long", "Layout XML", "XMLFileName"),
+    ("long", "Attributes file", "NDAttributesFile"),
+    ("pair", ("Attribute macros", "NDAttributesMacros"), ("Source prefix", "SourcePrefix")),
+    ("long", "Write message", "WriteMessage"),
+    ("long", "Layout message", "XMLErrorMsg_RBV"),
+    ("long", "Attributes message", "NDAttributesMessage_RBV"),
+    ("long", "Workers message", "WorkersMessage_RBV"),
+]
+
 # (title, rows); a row is (label, suffix): the widgets follow from the PV table.
 SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ("File", [
-        ("File path", "FilePath"), ("Path exists", "FilePathExists_RBV"),
-        ("Create dir depth", "CreateDirectory"), ("File name", "FileName"),
+        ("Path exists", "FilePathExists_RBV"), ("Create dir depth", "CreateDirectory"),
         ("Next file #", "FileNumber"), ("Auto increment", "AutoIncrement"),
-        ("Filename format", "FileTemplate"), ("Last filename", "FullFileName_RBV"),
         ("Temp suffix", "TempSuffix"),
     ]),
     ("Saving", [
@@ -30,15 +44,12 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("Capture", "Capture"), ("# Capture", "NumCapture"),
         ("# Captured", "NumCaptured_RBV"), ("Free buffer", "FreeCapture"),
         ("Lazy open", "LazyOpen"), ("Delete driver file", "DeleteDriverFile"),
-        ("Write status", "WriteStatus"), ("Write message", "WriteMessage"),
-        ("Run time (s)", "RunTime"), ("I/O speed (Mbit/s)", "IOSpeed"),
+        ("Write status", "WriteStatus"), ("Run time (s)", "RunTime"),
+        ("I/O speed (Mbit/s)", "IOSpeed"),
     ]),
-    ("HDF5 layout and attributes", [
-        ("Layout XML", "XMLFileName"), ("Layout valid", "XMLValid_RBV"),
-        ("Layout message", "XMLErrorMsg_RBV"), ("Attributes file", "NDAttributesFile"),
-        ("Attribute macros", "NDAttributesMacros"), ("Attributes status", "NDAttributesStatus"),
-        ("Attributes message", "NDAttributesMessage_RBV"), ("Store attributes", "StoreAttr"),
-        ("Store performance", "StorePerform"),
+    ("Layout and attributes", [
+        ("Layout valid", "XMLValid_RBV"), ("Attributes status", "NDAttributesStatus"),
+        ("Store attributes", "StoreAttr"), ("Store performance", "StorePerform"),
     ]),
     ("Compression and chunking", [
         ("Compression", "Compression"), ("zlib level", "ZLevel"),
@@ -71,36 +82,47 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("Unique ID", "UniqueId_RBV"), ("Time stamp", "TimeStamp_RBV"),
     ]),
     ("Source (nexus-writer-ioc)", [
-        ("Source prefix", "SourcePrefix"), ("Connection", "SourceConnected_RBV"),
-        ("Frames skipped", "SourceSkipped_RBV"), ("Duplicates", "SourceDuplicates_RBV"),
-        ("Invalid frames", "InvalidFrames_RBV"), ("Writer workers", "Workers_RBV"),
-        ("Workers", "WorkersMessage_RBV"), ("Missing frames", "MissingFrames_RBV"),
+        ("Connection", "SourceConnected_RBV"), ("Frames skipped", "SourceSkipped_RBV"),
+        ("Duplicates", "SourceDuplicates_RBV"), ("Invalid frames", "InvalidFrames_RBV"),
+        ("Writer workers", "Workers_RBV"), ("Workers", "WorkersMessage_RBV"),
+        ("Missing frames", "MissingFrames_RBV"),
         ("Driver attributes", "DriverAttributesMessage_RBV"),
         ("Writer version", "WriterVersion_RBV"),
     ]),
-    # ADCore's NDFileHDF5_ExtraDims and NDFileHDF5_Positions screens
-    ("Extra dimensions", [("# extra dims", "NumExtraDims"), ("Attr. datasets too", "DimAttDatasets")]
-     + [(f"Size {d}", f"ExtraDimSize{d}") for d in EXTRA_DIMS]
-     + [(f"Chunk {d}", f"ExtraDimChunk{d}") for d in EXTRA_DIMS[1:]]
-     + [(f"Name {d}", f"ExtraDimName{d}_RBV") for d in EXTRA_DIMS]),
-    ("Positions", [("Position mode", "PositionMode")]
-     + [(f"Index attr. {d}", f"PosNameDim{d}") for d in EXTRA_DIMS]
-     + [(f"Index dataset {d}", f"PosIndexDim{d}") for d in EXTRA_DIMS]),
 ]
 # Momentary actions: a button that writes 1 (Capture gets Start and Stop).
 ACTIONS = {"WriteFile": "Save", "FreeCapture": "Free", "FlushNow": "Flush",
            "ProcessPlugin": "Process"}
-COLUMNS = [[0, 1, 6], [2, 3], [4, 5], [7], [8]]  # section indices per screen column
+COLUMNS = [[0, 1, 2], [4, 5], [3, 6]]  # section indices per screen column
 
-ROW_H, LABEL_W, SET_W, RBV_W, GAP = 22, 150, 150, 180, 6
-TITLE_H = 26
-COLUMN_W = LABEL_W + SET_W + RBV_W + 4 * GAP
-HEADER_H = 40
+# The extra dimensions and positions (ADCore: NDFileHDF5_ExtraDims, NDFileHDF5_Positions):
+# the settings in one row, then one row per dimension.
+DIMENSION_SETTINGS = [("# extra dims", "NumExtraDims"), ("Dim. attr. datasets",
+                                                         "DimAttDatasets"),
+                      ("Position mode", "PositionMode")]
+DIMENSION_COLUMNS = [("Size", "ExtraDimSize{}", 70), ("Chunk", "ExtraDimChunk{}", 70),
+                     ("Name", "ExtraDimName{}_RBV", 140),
+                     ("Index attribute", "PosNameDim{}", 150),
+                     ("Index dataset", "PosIndexDim{}", 150)]
+DIM_LABEL_W = 90
+
+# Fonts the widths are made for: Qt screens set theirs (caQtDM: no font scaling);
+# Phoebus uses its default font, Liberation Sans 14 px.
+FONT_FAMILY, QT_POINT_SIZE, PHOEBUS_PIXEL_SIZE = "Liberation Sans", 10, 14
+
+ROW_H, PITCH, GAP, TITLE_H = 20, 24, 6, 26
+LABEL_W, SET_W, RBV_W = 175, 110, 124
+COLUMN_W = LABEL_W + SET_W + RBV_W + 2 * GAP
+MARGIN, COLUMN_GAP, HEADER_H = 10, 12, 40
+WIDTH = 2 * MARGIN + 3 * COLUMN_W + 2 * COLUMN_GAP
+LONG_W = WIDTH - 2 * MARGIN - LABEL_W - GAP  # a path or message: ~1100 px
+HALF_W = (WIDTH - 2 * MARGIN - COLUMN_GAP) // 2
+HALF_FIELD_W = (HALF_W - LABEL_W - 2 * GAP) // 2
 
 
 @dataclass
 class Widget:
-    kind: str  # label | entry | update | combo | button
+    kind: str  # title | heading | label | entry | update | combo | button
     x: int
     y: int
     w: int
@@ -110,51 +132,115 @@ class Widget:
     value: int = 1
 
 
-def widgets_for(suffix: str, x: int, y: int) -> list[Widget]:
-    """The setpoint and readback widgets of one row."""
+def widgets_for(suffix: str, x: int, y: int, set_w: int = SET_W,
+                rbv_w: int = RBV_W) -> list[Widget]:
+    """The setpoint and readback widgets of one row (a readback alone spans both)."""
     pv = BY_SUFFIX[suffix]
     out: list[Widget] = []
-    set_x, rbv_x = x + LABEL_W + GAP, x + LABEL_W + SET_W + 2 * GAP
+    set_x = x
+    rbv_x = x + set_w + GAP
     rbv = BY_SUFFIX.get(f"{suffix}_RBV")
     if suffix == "Capture":
-        out.append(Widget("button", set_x, y, SET_W // 2 - 2, ROW_H, "Start", pv, 1))
-        out.append(Widget("button", set_x + SET_W // 2 + 2, y, SET_W // 2 - 2, ROW_H, "Stop",
-                          pv, 0))
+        half = (set_w - GAP) // 2
+        out.append(Widget("button", set_x, y, half, ROW_H, "Start", pv, 1))
+        out.append(Widget("button", set_x + half + GAP, y, half, ROW_H, "Stop", pv, 0))
     elif suffix in ACTIONS:
-        out.append(Widget("button", set_x, y, SET_W, ROW_H, ACTIONS[suffix], pv, 1))
+        out.append(Widget("button", set_x, y, set_w, ROW_H, ACTIONS[suffix], pv, 1))
     elif pv.writable:
         kind = "combo" if pv.kind is Kind.ENUM else "entry"
+        out.append(Widget(kind, set_x, y, set_w, ROW_H, pv=pv))
         if rbv is None and pv.kind is not Kind.ENUM:
-            # one PV both ways (e.g. NDAttributesFile): entry, and its value as readback
-            out.append(Widget(kind, set_x, y, SET_W, ROW_H, pv=pv))
-            out.append(Widget("update", rbv_x, y, RBV_W, ROW_H, pv=pv))
-            return out
-        out.append(Widget(kind, set_x, y, SET_W, ROW_H, pv=pv))
+            rbv = pv  # one PV both ways (e.g. NDAttributesFile): its value as readback
     else:
-        rbv = pv
+        return [Widget("update", set_x, y, set_w + GAP + rbv_w, ROW_H, pv=pv)]
     if rbv is not None:
-        out.append(Widget("update", rbv_x, y, RBV_W, ROW_H, pv=rbv))
+        out.append(Widget("update", rbv_x, y, rbv_w, ROW_H, pv=rbv))
     return out
 
 
+def _long_rows(widgets: list[Widget], y: int) -> int:
+    x_field = MARGIN + LABEL_W + GAP
+    for row in LONG_ROWS:
+        if row[0] == "pair":
+            for half, (label, suffix) in enumerate(row[1:]):
+                x = MARGIN + half * (HALF_W + COLUMN_GAP)
+                widgets.append(Widget("label", x, y, LABEL_W, ROW_H, label))
+                widgets.extend(widgets_for(suffix, x + LABEL_W + GAP, y, HALF_FIELD_W,
+                                           HALF_FIELD_W))
+            y += PITCH
+            continue
+        _, label, suffix = row
+        pv = BY_SUFFIX[suffix]
+        widgets.append(Widget("label", MARGIN, y, LABEL_W, ROW_H, label))
+        if pv.writable:  # entry, then its readback below it (as ADCore's screens)
+            widgets.append(Widget("entry", x_field, y, LONG_W, ROW_H, pv=pv))
+            y += PITCH
+            pv = BY_SUFFIX.get(f"{suffix}_RBV", pv)
+        widgets.append(Widget("update", x_field, y, LONG_W, ROW_H, pv=pv))
+        y += PITCH
+    return y
+
+
+def _dimension_rows(widgets: list[Widget], y: int) -> int:
+    for column, (label, suffix) in enumerate(DIMENSION_SETTINGS):
+        x = MARGIN + column * (COLUMN_W + COLUMN_GAP)
+        widgets.append(Widget("label", x, y, LABEL_W, ROW_H, label))
+        widgets.extend(widgets_for(suffix, x + LABEL_W + GAP, y))
+    y += PITCH
+
+    def spans():  # (title, pattern, field width, x, span) of each column
+        x = MARGIN + DIM_LABEL_W + GAP
+        for title, pattern, width in DIMENSION_COLUMNS:
+            span = width if BY_SUFFIX[pattern.format("X")].writable is False \
+                else 2 * width + GAP
+            yield title, pattern, width, x, span
+            x += span + GAP
+
+    widgets.append(Widget("label", MARGIN, y, DIM_LABEL_W, ROW_H, "Dimension"))
+    for title, _, _, x, span in spans():
+        widgets.append(Widget("label", x, y, span, ROW_H, title))
+    y += PITCH
+    for dim in EXTRA_DIMS:
+        widgets.append(Widget("label", MARGIN, y, DIM_LABEL_W, ROW_H, dim))
+        for _, pattern, width, x, span in spans():
+            suffix = pattern.format(dim)
+            if suffix not in BY_SUFFIX:  # there is no ExtraDimChunkN (as in ADCore)
+                continue
+            if BY_SUFFIX[suffix].writable:
+                widgets.extend(widgets_for(suffix, x, y, width, width))
+            else:
+                widgets.append(Widget("update", x, y, span, ROW_H, pv=BY_SUFFIX[suffix]))
+        y += PITCH
+    return y
+
+
+def _heading(widgets: list[Widget], x: int, y: int, w: int, text: str) -> int:
+    widgets.append(Widget("heading", x, y, w, TITLE_H - 4, text))
+    return y + TITLE_H
+
+
 def layout() -> tuple[list[Widget], int, int]:
-    widgets: list[Widget] = [Widget("title", 10, 8, 600, 24,
+    widgets: list[Widget] = [Widget("title", MARGIN, 8, WIDTH - 2 * MARGIN, 26,
                                     "NDFileHDF5 (nexus-writer-ioc)  $(P)$(R)")]
-    height = 0
+    full = WIDTH - 2 * MARGIN
+    y = _heading(widgets, MARGIN, HEADER_H, full, "Files, layout and messages")
+    y = _long_rows(widgets, y) + 12
+    top, bottom = y, y
     for column, sections in enumerate(COLUMNS):
-        x = 10 + column * (COLUMN_W + 10)
-        y = HEADER_H
+        x = MARGIN + column * (COLUMN_W + COLUMN_GAP)
+        y = top
         for index in sections:
             title, rows = SECTIONS[index]
-            widgets.append(Widget("heading", x, y, COLUMN_W - 2 * GAP, TITLE_H - 4, title))
-            y += TITLE_H
+            y = _heading(widgets, x, y, COLUMN_W, title)
             for label, suffix in rows:
                 widgets.append(Widget("label", x, y, LABEL_W, ROW_H, label))
-                widgets.extend(widgets_for(suffix, x, y))
-                y += ROW_H + 4
+                widgets.extend(widgets_for(suffix, x + LABEL_W + GAP, y))
+                y += PITCH
             y += 12
-        height = max(height, y)
-    return widgets, 10 + len(COLUMNS) * (COLUMN_W + 10), height + 10
+        bottom = max(bottom, y)
+    y = _heading(widgets, MARGIN, bottom, full, "Extra dimensions and positions")
+    y = _dimension_rows(widgets, y)
+    return widgets, WIDTH, y + MARGIN
 
 
 def _sub(parent: ET.Element, tag: str, text: object = None, **attrib) -> ET.Element:
@@ -222,6 +308,13 @@ def _prop(parent: ET.Element, name: str, kind: str, value: object) -> None:
     _sub(_sub(parent, "property", name=name), kind, value)
 
 
+def _qt_font(parent: ET.Element) -> None:
+    """The font the widths are made for; children inherit it."""
+    font = _sub(_sub(parent, "property", name="font"), "font")
+    _sub(font, "family", FONT_FAMILY)
+    _sub(font, "pointsize", QT_POINT_SIZE)
+
+
 def caqtdm() -> str:
     widgets, width, height = layout()
     root = ET.Element("ui", version="4.0")
@@ -229,6 +322,7 @@ def caqtdm() -> str:
     window = _sub(root, "widget", **{"class": "QMainWindow", "name": "MainWindow"})
     _geometry(window, Widget("window", 0, 0, width, height))
     _prop(window, "windowTitle", "string", "NDFileHDF5 $(P)$(R)")
+    _qt_font(window)
     central = _sub(window, "widget", **{"class": "QWidget", "name": "centralWidget"})
     for n, w in enumerate(widgets):
         cls = {"title": "caLabel", "heading": "caLabel", "label": "caLabel",
@@ -238,6 +332,8 @@ def caqtdm() -> str:
         _geometry(element, w)
         if w.kind in ("title", "heading", "label"):
             _prop(element, "text", "string", w.text)
+            # caQtDM scales label fonts to their box by default: keep the font
+            _prop(element, "fontScaleMode", "enum", "ESimpleLabel::None")
             continue
         _prop(element, "channel", "string", f"$(P)$(R){w.pv.suffix}")
         if cls == "caMessageButton":
@@ -248,6 +344,9 @@ def caqtdm() -> str:
             _prop(element, "formatType", "enum", "string" if string else "decimal")
             _prop(element, "colorMode", "enum", "caLineEdit::Alarm" if cls == "caLineEdit"
                   else "caLineEdit::Static")
+            # by default caQtDM shrinks the font until the text fits: a long path would
+            # become unreadable; the widths are made for the font instead
+            _prop(element, "fontScaleMode", "enum", "caLineEdit::None")
     return _pretty(root)
 
 
@@ -265,6 +364,7 @@ def pydm() -> str:
     form = _sub(root, "widget", **{"class": "QWidget", "name": "Form"})
     _geometry(form, Widget("window", 0, 0, width, height))
     _prop(form, "windowTitle", "string", "NDFileHDF5 ${P}${R}")
+    _qt_font(form)
     for n, w in enumerate(widgets):
         cls = {"title": "QLabel", "heading": "QLabel", "label": "QLabel",
                "entry": "PyDMLineEdit", "update": "PyDMLabel", "combo": "PyDMEnumComboBox",

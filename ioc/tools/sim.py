@@ -528,7 +528,10 @@ def build_sim_class(max_x: int = 1024, max_y: int = 1024, size_x: int = 256, siz
 
 
 def sim_main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2))
+    from ..plugin import ca_server
+    from ..plugin.ioc_logging import caproto_backlog_warning_dropped, configure
+
+    configure(args.verbose, log.name)
     import signal
 
     from ..sources._malloc import keep_frame_buffers
@@ -537,12 +540,10 @@ def sim_main(args: argparse.Namespace) -> int:
 
     import caproto._constants as constants
 
-    from ..plugin.ca_server import ServerPortError, run, server_port
-
     try:
-        server_port()  # EPICS_CAS_SERVER_PORT first, as EPICS base servers
-    except ServerPortError as exc:
-        logging.error("%s", exc)
+        ca_server.server_port()  # EPICS_CAS_SERVER_PORT first, as EPICS base servers
+    except ca_server.ServerPortError as exc:
+        log.error("%s", exc)
         return 2
 
     # caproto keeps ~14 queued updates of a 1-Mpixel waveform per subscriber
@@ -553,18 +554,30 @@ def sim_main(args: argparse.Namespace) -> int:
     cls = build_sim_class(*args.max_size, *args.size, array_type=args.array_type,
                           noise=args.noise, codec=codec,
                           blosc=(args.blosc_compressor, args.blosc_shuffle, args.blosc_level))
-    ioc = cls(prefix=args.prefix)
+    with caproto_backlog_warning_dropped():  # it says "reduced"; the line below says why
+        ioc = cls(prefix=args.prefix)
     if args.backlog_mb > 0:
         # Each ArrayData subscription keeps at most this many bytes of frames it has not
         # sent (caproto counts frames: one backlog for every size up to the largest frame).
         largest = ioc.image.ArrayData.max_length * np.dtype(ioc.wire_dtype).itemsize
         ioc.image.ArrayData.max_subscription_backlog = int(
             min(200, max(4, args.backlog_mb * 2**20 // max(largest, 1))))
+    array = ioc.image.ArrayData
+    log.info("simulated detector %scam1: + %simage1: (%d PVs), %dx%d (max %dx%d), ArrayData "
+             "a %s waveform; its subscription backlog %d frames per client (caproto's own "
+             "for %d elements: %d; CAPROTO_MIN_SUBSCRIPTION_BACKLOG, --backlog-mb)",
+             args.prefix, args.prefix, len(ioc.pvdb), *args.size, *args.max_size,
+             args.array_type, array.max_subscription_backlog, array.max_length,
+             max(constants.SUBSCRIPTION_BACKLOG_WARN_THRESHOLD_ELEMENTS // array.max_length,
+                 10))
     server = None
     if not args.no_pva:
         from .sim_pva import PvaImageServer
 
         server = PvaImageServer(args.prefix + "Pva1:Image")
+        log.info("pvAccess: %s (NTNDArray%s), TCP port %s", server.name,
+                 f", {codec}" if codec else "",
+                 server.server.conf().get("EPICS_PVAS_SERVER_PORT", "?"))
     from .sim_pva import SimFrames
 
     ioc.outputs = SimFrames(ioc, server)
@@ -575,18 +588,17 @@ def sim_main(args: argparse.Namespace) -> int:
             print(server.name)
         print("# end of PV list", flush=True)
 
-    async def startup(async_lib):
+    async def startup(context):
+        log.info("Channel Access: TCP port %d, UDP search port %d, on %s", context.port,
+                 context.ca_server_port, ", ".join(ca_server.interfaces()))
         asyncio.get_running_loop().create_task(ioc.run())
 
     def terminate(*_):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    interfaces = os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "0.0.0.0").split()
     try:
-        run(ioc.pvdb, interfaces=interfaces, startup_hook=startup, log_pv_names=False)
-    except KeyboardInterrupt:
-        pass
+        ca_server.run(ioc.pvdb, startup, interfaces=ca_server.interfaces())
     finally:
         if server is not None:
             server.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -11,6 +13,7 @@ from xml.etree import ElementTree as ET
 import pytest
 from ioc_harness import IOCProcess, wait_for
 
+from ioc._resources import layout_file
 from ioc.plugin.pvtable import BY_SUFFIX, Kind
 from ioc.tools.screens import SCREENS
 
@@ -68,25 +71,57 @@ def test_screen_pvs_exist_and_widgets_fit_types(name, listing):
 
 
 def test_pydm_renders_live_values(ca_env, tmp_path):
+    """The PyDM screen against a realistic IOC (13SIM1:HDF1: reading 13SIM1:image1:, a
+    /data-like directory under a temporary root, files written): live values shown, no
+    label or readback cut; a 120-character path fits too.  With SCREENSHOT_DIR set it saves
+    the README's picture there."""
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
     pytest.importorskip("pydm")
-    writer = IOCProcess(["serve", "--prefix", "SCR:HDF1:", "--source", ""],
+    root = Path(tempfile.mkdtemp(prefix="tmp"))  # a short, real temporary root
+    data = root / "data" / "2026-11" / "13SIM1" / "scan_0042"
+    data.mkdir(parents=True)
+    layouts = root / "config"  # the shipped example layout, where a beamline keeps its own
+    layouts.mkdir()
+    for name in ("nexus_demo.xml", "demo_attributes.xml"):
+        shutil.copy(layout_file(name), layouts / name)
+    sim = IOCProcess(["sim", "--prefix", "13SIM1:"], ca_env.server_env(0), tmp_path / "sim.log")
+    writer = IOCProcess(["serve", "--prefix", "13SIM1:HDF1:", "--source", "13SIM1:image1:",
+                         "--cam", "13SIM1:cam1:", "--allow-root", str(root)],
                         ca_env.server_env(1), tmp_path / "writer.log")
+    client = None
     try:
         from ioc_harness import Client
 
         client = Client()
-        client.put("SCR:HDF1:FilePath", str(tmp_path))
-        client.put("SCR:HDF1:FileName", "screen_test")
+        w = "13SIM1:HDF1:"
+        wait_for(lambda: client.get(w + "SourceConnected_RBV") == "Connected", 30,
+                 what="the writer to read the simulator")
+        for suffix, value in (("FilePath", f"{data}/"), ("FileName", "mrinal"),
+                              ("FileTemplate", "%s%s_%3.3d.h5"), ("FileNumber", 1),
+                              ("AutoIncrement", "Yes"), ("FileWriteMode", "Single"),
+                              ("AutoSave", "Yes"),
+                              ("XMLFileName", str(layouts / "nexus_demo.xml")),
+                              ("NDAttributesMacros", "P=13SIM1:"),
+                              ("NDAttributesFile", str(layouts / "demo_attributes.xml")),
+                              ("EnableCallbacks", "Enable")):
+            client.put(w + suffix, value)
+        client.put("13SIM1:cam1:ImageMode", "Multiple")
+        client.put("13SIM1:cam1:NumImages", 3)
+        client.put("13SIM1:cam1:Acquire", 1, timeout=60)
+        last = f"{data}/mrinal_003.h5"
+        wait_for(lambda: client.get(w + "FullFileName_RBV") == last, 30, what=last)
+        assert (data / "mrinal_003.h5").is_file()
+
         from pydm import Display
         from pydm.widgets import PyDMLabel
-        from qtpy.QtWidgets import QApplication
+        from qtpy.QtWidgets import QApplication, QLabel
 
         app = QApplication.instance() or QApplication([])
         display = Display(ui_filename=str(OPI / "NDFileHDF5_pydm.ui"),
-                          macros={"P": "SCR:", "R": "HDF1:"})
-        display.resize(display.sizeHint().expandedTo(display.minimumSize()))
-        display.setGeometry(0, 0, 1522, 1250)
+                          macros={"P": "13SIM1:", "R": "HDF1:"})
+        size = ET.parse(OPI / "NDFileHDF5_pydm.ui").getroot().find(
+            "widget/property[@name='geometry']/rect")
+        display.setGeometry(0, 0, int(size.findtext("width")), int(size.findtext("height")))
         display.show()
         labels = {label.toolTip(): label for label in display.findChildren(PyDMLabel)}
 
@@ -102,19 +137,48 @@ def test_pydm_renders_live_values(ca_env, tmp_path):
 
         wait_for(connected, 30, what="every PyDM label to connect")
         # live values: what caput wrote, and the IOC's own readbacks
-        wait_for(shows("FilePath_RBV", lambda t: t == f"{tmp_path}/"), 10)
-        wait_for(shows("FileName_RBV", lambda t: t == "screen_test"), 10)
+        wait_for(shows("FilePath_RBV", lambda t: t == f"{data}/"), 10)
+        wait_for(shows("FullFileName_RBV", lambda t: t == last), 10)
+        wait_for(shows("WriteStatus", lambda t: t == "Write OK"), 10)
+        wait_for(shows("XMLValid_RBV", lambda t: t == "Yes"), 10)
         wait_for(shows("PluginType_RBV", lambda t: t.startswith("NDFileHDF5")), 10)
-        wait_for(shows("FileWriteMode_RBV", lambda t: t == "Single"), 10)
+        wait_for(shows("SourceConnected_RBV", lambda t: t == "Connected"), 10)
         for _ in range(10):
             app.processEvents()
             time.sleep(0.05)
+
+        def cut() -> list[str]:
+            problems = []
+            for label in display.findChildren(QLabel):
+                text = label.text()
+                if not text or text.startswith("<"):  # rich-text headings
+                    continue
+                needed = label.fontMetrics().horizontalAdvance(text)
+                if needed > label.contentsRect().width():
+                    problems.append(f"{label.toolTip() or text!r}: {needed} > "
+                                    f"{label.contentsRect().width()}")
+            return problems
+
+        assert not cut(), cut()
         png = tmp_path / "NDFileHDF5_pydm.png"
         assert display.grab().save(str(png))
         assert png.stat().st_size > 10_000
-        if os.environ.get("SCREENSHOT_DIR"):  # how the README's screenshot is made
+        if os.environ.get("SCREENSHOT_DIR"):  # how the README's picture is made
             display.grab().save(str(Path(os.environ["SCREENSHOT_DIR"]) / png.name))
+        # a 120-character path (that need not exist) is shown whole
+        long_path = f"{data}/" + "proposal_31337_nexus_writer/sample_B7_holder_3/scan_"
+        long_path = (long_path + "x" * 120)[:119] + "/"
+        client.put(w + "FilePath", long_path)
+        wait_for(shows("FilePath_RBV", lambda t: t == long_path), 10)
+        app.processEvents()
+        readback = labels["FilePath_RBV"]
+        assert len(readback.text()) == 120
+        assert readback.fontMetrics().horizontalAdvance(readback.text()) <= \
+            readback.contentsRect().width()
         display.close()
-        client.close()
     finally:
+        if client is not None:
+            client.close()
         writer.stop()
+        sim.stop()
+        shutil.rmtree(root, ignore_errors=True)

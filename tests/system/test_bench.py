@@ -1,19 +1,24 @@
-"""``nexus-writer-ioc bench --quick`` runs and reports sane numbers (not speed targets)."""
+"""``nexus-writer-ioc bench --quick`` runs and reports sane numbers (not speed targets),
+printing each row as it is measured."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 
 import pytest
 
+from ioc.tools.bench import KEYS, Report
+
 
 @pytest.mark.timeout(660)
 def test_bench_quick_runs_and_reports(tmp_path):
+    out = tmp_path / "not" / "yet"  # bench creates it
     result = subprocess.run(
         [sys.executable, "-m", "ioc.cli", "bench", "--quick", "--size", "128", "128", "--json",
-         "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+         "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     summary = report["summary"]
@@ -42,4 +47,32 @@ def test_bench_quick_runs_and_reports(tmp_path):
     assert {"PVA transport alone (sim -> PVA client)", "end to end over PVA (single)",
             "end to end over PVA (stream)", "end to end over PVA, bslz4 frames (stream)"} <= tests
     assert all(row["lost"] == 0 for row in report["rows"] if "PVA" in row["test"])
-    assert list(tmp_path.iterdir()) == []  # it cleans up after itself
+    assert out.is_dir() and list(out.iterdir()) == []  # created, cleaned up after itself
+    # with --json the rows are echoed on stderr as they are measured, between progress lines
+    lines = result.stderr.splitlines()
+    rows = [i for i, line in enumerate(lines) if line.startswith(("writer alone", "disk:",
+                                                                   "CA transport", "PVA transport",
+                                                                   "end to end"))]
+    progress = [i for i, line in enumerate(lines) if line.startswith("... ")]
+    assert len(rows) == len(report["rows"]), result.stderr
+    assert progress and rows[0] < progress[-1], "the first row came only at the end"
+    assert any("frames/s for" in lines[i] for i in progress)  # the rate searches say where they are
+
+
+def test_report_prints_each_row_when_added():
+    out = io.StringIO()
+    report = Report(out=out)
+    report.add(test="disk: sequential write + fsync", rate=1234.5, unit="MB/s")
+    first = out.getvalue().splitlines()
+    assert first[0] == " | ".join(KEYS) and first[2].startswith("disk: sequential write")
+    report.add(test="second", rate=1.0)
+    assert out.getvalue().splitlines()[3].startswith("second")
+
+
+def test_bench_says_when_out_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = subprocess.run([sys.executable, "-m", "ioc.cli", "bench", "--quick", "--out",
+                             str(blocker / "sub")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "cannot create --out" in result.stderr and "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "ioc"
 # Stages in data-path order; a module may import from its own stage and earlier ones.
 STAGES = ["base", "layout", "writer", "plugin", "sources", "tools", "app"]
 BASE = {"__init__", "ndarray", "_resources"}
-APP = {"server", "cli", "commands"}
+APP = {"server", "serve_summary", "cli", "commands"}
 
 
 def _stage(module: str) -> str:
