@@ -28,6 +28,10 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+SEARCH_BACKOFF_VARIABLE = "CAPROTO_CLIENT_MAX_RETRY_SEARCHES_INTERVAL_SEC"
+SEARCH_BACKOFF_S = 0.5
+
+
 class CAEnvironment:
     """One private CA and pvAccess 'network' on loopback: each IOC gets its own server
     ports (CA: TCP+UDP; PVA: a TCP server port and a UDP search port) and every client
@@ -55,6 +59,10 @@ class CAEnvironment:
             "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
             "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
             "EPICS_CAS_BEACON_PORT": str(self.repeater),
+            # caproto's clients search again for an unanswered name with a back-off up to
+            # 5 s: on this private network an IOC started a moment after its client is
+            # found within half a second instead (a few more datagrams on loopback)
+            SEARCH_BACKOFF_VARIABLE: str(SEARCH_BACKOFF_S),
             **self.pva_client_env(),
         }
 
@@ -84,6 +92,11 @@ class CAEnvironment:
 
     def apply_to_this_process(self) -> None:
         os.environ.update(self.client_env())
+        # caproto read its back-off when it was imported (the threading client reads it
+        # from this module at every retry)
+        from caproto.client import common
+
+        common.MAX_RETRY_SEARCHES_INTERVAL = SEARCH_BACKOFF_S
 
     def close(self) -> None:
         """Stop the repeater (the IOCs are stopped by their owners)."""
@@ -202,6 +215,19 @@ class IOCProcess:
                 self.proc.wait(5)
         self._log.close()
         return self.proc.returncode
+
+    def wait_serving(self, timeout: float = 60.0) -> IOCProcess:
+        """Wait for the server's "Channel Access: TCP port" line.  Start a detector before
+        the IOCs that read it: a client whose first searches went unanswered searches
+        again only after its back-off (seconds), longer than the start-up it waited for."""
+        def serving() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{' '.join(self.args[:3])} exited "
+                                   f"({self.proc.returncode}): {self.log()[-1500:]}")
+            return "Channel Access: TCP port" in self.log()
+
+        wait_for(serving, timeout, interval=0.02, what=f"{self.args[0]} to serve")
+        return self
 
     def log(self) -> str:
         if not self._log.closed:

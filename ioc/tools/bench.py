@@ -259,7 +259,7 @@ class Rig:
         self.sim = IOCProcess(["sim", "--ca-server", ca_server, "--prefix", PREFIX,
                                "--size", str(shape[1]), str(shape[0]),
                                "--max-size", str(shape[1]), str(shape[0]), *sim_args],
-                              self.env.server_env(0), logs / f"sim-{ca_server}.log")
+                              self.env.server_env(0), logs / f"sim-{ca_server}.log").wait_serving()
         self.writer = None
         source = PVA_SOURCE if transport == "pva" else PREFIX + "image1:"
         if writer:

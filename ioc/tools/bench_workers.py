@@ -47,7 +47,7 @@ class WorkersRig:
         self.logs.mkdir(exist_ok=True)
         self.sim = IOCProcess(["sim", "--prefix", PREFIX, "--size", str(shape[1]), str(shape[0]),
                                "--max-size", str(shape[1]), str(shape[0])],
-                              self.env.server_env(0), self.logs / "sim.log")
+                              self.env.server_env(0), self.logs / "sim.log").wait_serving()
         self._mirror_log = open(self.logs / "mirror.log", "ab")  # noqa: SIM115
         self.mirror = subprocess.Popen(
             [*mirror_command(), "--channel-map", f"({MIRROR},{PREFIX}Pva1:Image,pva,1000)"],

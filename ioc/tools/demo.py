@@ -104,7 +104,7 @@ def demo_main(args: argparse.Namespace) -> int:
     print(f"Starting the simulated detector ({PREFIX}cam1:, {PREFIX}image1:) and the writer "
           f"({WRITER}) on private CA ports {env.ports} (loopback; logs in {logs})")
     sim = IOCProcess(["sim", "--prefix", PREFIX, "--size", str(size_x), str(size_y)],
-                     env.server_env(0), logs / "sim.log")
+                     env.server_env(0), logs / "sim.log").wait_serving()
     writer = IOCProcess(["serve", "--prefix", WRITER, "--source", PREFIX + "image1:",
                          "--cam", PREFIX + "cam1:"], env.server_env(1), logs / "writer.log")
     client = Client()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 
@@ -345,6 +346,10 @@ def rsrv_main(args: argparse.Namespace) -> int:
     # on other networks).
     softioc.iocInit(dispatcher, enable_pva=False)
     asyncio.run_coroutine_threadsafe(plugin.run(), dispatcher.loop)
+    # RSRV's port: EPICS_CAS_SERVER_PORT, else EPICS_CA_SERVER_PORT, else 5064
+    port = os.environ.get("EPICS_CAS_SERVER_PORT") or os.environ.get("EPICS_CA_SERVER_PORT")
+    print(f"Channel Access: TCP port {port or 5064} (EPICS base RSRV), serving "
+          f"{args.prefix}cam1: + {args.prefix}image1:", flush=True)
     if args.list_pvs:
         names = [args.prefix + "cam1:" + s for s in detector.cam.records] + \
             [args.prefix + "image1:" + s for s in plugin.records.records]

@@ -84,7 +84,7 @@ def test_pydm_renders_live_values(ca_env, tmp_path):
     layouts.mkdir()
     for name in ("nexus_demo.xml", "demo_attributes.xml"):
         shutil.copy(layout_file(name), layouts / name)
-    sim = IOCProcess(["sim", "--prefix", "13SIM1:"], ca_env.server_env(0), tmp_path / "sim.log")
+    sim = IOCProcess(["sim", "--prefix", "13SIM1:"], ca_env.server_env(0), tmp_path / "sim.log").wait_serving()
     writer = IOCProcess(["serve", "--prefix", "13SIM1:HDF1:", "--source", "13SIM1:image1:",
                          "--cam", "13SIM1:cam1:", "--allow-root", str(root)],
                         ca_env.server_env(1), tmp_path / "writer.log")

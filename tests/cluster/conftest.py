@@ -23,7 +23,7 @@ def cluster(ca_env, tmp_path_factory) -> Cluster:
         pytest.skip("pvapy-mirror-server not installed (pip install pvapy): the distributor "
                     "stand-in these tests need")
     logs = tmp_path_factory.mktemp("logs")
-    sim = IOCProcess(SIM_ARGS, ca_env.server_env(0), logs / "sim.log")
+    sim = IOCProcess(SIM_ARGS, ca_env.server_env(0), logs / "sim.log").wait_serving()
     mirror = MirrorProcess(ca_env.server_env(2), logs / "mirror.log")
     port = free_port()
     coordinator = IOCProcess(

@@ -51,7 +51,7 @@ class RsrvSetup(Setup):
 def start_rsrv_sim(env, logs: Path, size=(1024, 1024)) -> IOCProcess:
     return IOCProcess(["sim", "--ca-server", "rsrv", "--prefix", RP, "--size", "64", "48",
                        "--max-size", str(size[0]), str(size[1])], env.server_env(0),
-                      logs / "rsrv-sim.log")
+                      logs / "rsrv-sim.log").wait_serving()
 
 
 def _quiet_get(setup, suffix):
@@ -109,7 +109,7 @@ def pva_fresh(ca_env, tmp_path_factory) -> PvaSetup:
     only after its search back-off, which can outlast a test's timeouts."""
     logs = tmp_path_factory.mktemp("logs")
     sim = IOCProcess(["sim", "--prefix", PP, "--size", "64", "48", "--max-size", "1024", "1024"],
-                     ca_env.server_env(0), logs / "sim.log")
+                     ca_env.server_env(0), logs / "sim.log").wait_serving()
     writer = IOCProcess(["serve", "--prefix", PP + "HDF1:", "--source", f"pva://{PP}Pva1:Image",
                          "--cam", PP + "cam1:"], ca_env.server_env(1), logs / "writer.log")
     client = Client()

@@ -19,7 +19,7 @@ SIM_ARGS = ["sim", "--prefix", P, "--size", str(SIZE[0]), str(SIZE[1])]
 @pytest.fixture(scope="module")
 def iocs(ca_env, tmp_path_factory) -> Setup:
     logs = tmp_path_factory.mktemp("logs")
-    sim = IOCProcess(SIM_ARGS, ca_env.server_env(0), logs / "sim.log")
+    sim = IOCProcess(SIM_ARGS, ca_env.server_env(0), logs / "sim.log").wait_serving()
     writer = IOCProcess(["serve", "--prefix", W, "--source", P + "image1:", "--cam", CAM],
                         ca_env.server_env(1), logs / "writer.log")
     client = Client()
@@ -51,7 +51,7 @@ def ready(iocs, tmp_path) -> Setup:
 def pva_iocs(ca_env, tmp_path_factory) -> Setup:
     """The simulator and a writer reading its ``Pva1:Image`` over pvAccess."""
     logs = tmp_path_factory.mktemp("logs")
-    sim = IOCProcess(SIM_ARGS, ca_env.server_env(0), logs / "sim.log")
+    sim = IOCProcess(SIM_ARGS, ca_env.server_env(0), logs / "sim.log").wait_serving()
     writer = IOCProcess(["serve", "--prefix", W, "--source", f"pva://{P}Pva1:Image", "--cam", CAM],
                         ca_env.server_env(1), logs / "writer.log")
     client = Client()

@@ -50,7 +50,7 @@ def test_bench_quick_runs_and_reports(tmp_path):
     assert out.is_dir() and list(out.iterdir()) == []  # created, cleaned up after itself
     # with --json the rows are echoed on stderr as they are measured, between progress lines
     lines = result.stderr.splitlines()
-    rows = [i for i, line in enumerate(lines) if line.startswith(("writer alone", "disk:",
+    rows = [i for i, line in enumerate(lines) if line.startswith(("writer alone", "disk:", "NDAttribute dataset size",
                                                                    "CA transport", "PVA transport",
                                                                    "end to end"))]
     progress = [i for i, line in enumerate(lines) if line.startswith("... ")]

@@ -31,7 +31,7 @@ class Fresh:
         self.logs = tmp / "logs"
         self.logs.mkdir(exist_ok=True)
         self.sim = IOCProcess(["sim", "--prefix", P, "--size", str(SIZE[0]), str(SIZE[1])],
-                              env.server_env(0), self.logs / "sim.log")
+                              env.server_env(0), self.logs / "sim.log").wait_serving()
         self.writer = self.start_writer(*writer_args_)
         self.client = Client()
         self.setup = Setup(self.client, env, self.sim, self.writer, self.logs)
@@ -235,7 +235,7 @@ def test_disconnected_attribute_pv_is_said(tmp_path, monkeypatch):
     for key, value in env.client_env().items():
         monkeypatch.setenv(key, value)
     other = IOCProcess(["sim", "--prefix", "OTH:", "--size", "8", "8"], env.server_env(2),
-                       tmp_path / "other.log")
+                       tmp_path / "other.log").wait_serving()
     f = Fresh(env, tmp_path)
     s = f.setup
     assert SIZE
@@ -251,7 +251,7 @@ def test_disconnected_attribute_pv_is_said(tmp_path, monkeypatch):
                  in s.get("NDAttributesMessage_RBV"), 30)
         assert "attribute PV OTH:cam1:AcquireTime disconnected" in f.writer.log()
         other = IOCProcess(["sim", "--prefix", "OTH:", "--size", "8", "8"], env.server_env(2),
-                           tmp_path / "other2.log")
+                           tmp_path / "other2.log").wait_serving()
         wait_for(lambda: s.get("NDAttributesMessage_RBV") == "", 60, what="reconnected")
     finally:
         f.close()

@@ -62,8 +62,10 @@ def test_single_autosave_one_file_per_image(ready, tmp_path):
 def test_single_with_pyepics_client(ready, tmp_path):
     import epics
 
-    epics.caput(W + "FileName", "libca", wait=True)
-    epics.caput(W + "AutoSave", 1, wait=True)
+    # generous: an earlier module's client may have left these names in libca, which
+    # searches again for a server that went away only after its back-off
+    assert epics.caput(W + "FileName", "libca", wait=True, connection_timeout=30) == 1
+    epics.caput(W + "AutoSave", 1, wait=True, connection_timeout=30)
     assert epics.caget(W + "FileName_RBV", as_string=True) == "libca"
     assert epics.caget(W + "AutoSave_RBV", as_string=True) == "Yes"
     assert epics.caget(W + "FilePath_RBV", as_string=True) == f"{tmp_path}/"

@@ -304,7 +304,7 @@ def test_servers_take_epics_cas_server_port_over_epics_ca_server_port(ca_env, tm
         return e
 
     sim = IOCProcess(["sim", "--prefix", "CASP:", "--size", "8", "6"], env(sim_port),
-                     tmp_path / "sim.log")
+                     tmp_path / "sim.log").wait_serving()
     writer = IOCProcess(["serve", "--prefix", "CASW:", "--source", "CASP:image1:"],
                         env(writer_port), tmp_path / "writer.log")
     client_env = env(decoy)

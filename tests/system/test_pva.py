@@ -210,7 +210,7 @@ def test_pva_reconnects_after_the_detector_restarts(pva_ready, tmp_path):
     skipped = s.get("SourceSkipped_RBV")
     s.sim.stop()
     wait_for(lambda: s.get("SourceConnected_RBV") == "Disconnected", 20, what="disconnected")
-    s.sim = IOCProcess(SIM_ARGS, s.env.server_env(0), s.logs / "sim-restarted.log")
+    s.sim = IOCProcess(SIM_ARGS, s.env.server_env(0), s.logs / "sim-restarted.log").wait_serving()
     wait_for(lambda: s.get("SourceConnected_RBV") == "Connected", 30, what="reconnected")
     for f in tmp_path.glob("*.h5"):
         f.unlink()
