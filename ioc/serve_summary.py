@@ -87,16 +87,17 @@ def source_line(spec: str, connected: bool, waited: float,
 
 def summary_lines(*, version: str, prefix: str, n_pvs: int, port: int, udp_port: int,
                   interfaces: list[str], beacons: list[str], params: dict, cam: str,
-                  roots: tuple) -> list[tuple[int, str]]:
-    """The summary's fixed lines, from the PV values after start-up validation."""
+                  roots: tuple, driver_use: str = "") -> list[tuple[int, str]]:
+    """The summary's fixed lines, from the PV values after start-up validation
+    (``driver_use``: what ``cam`` is read for, when not by this process)."""
     lines = [(logging.INFO, f"nexus-writer-ioc {version}: serving {prefix} ({n_pvs} PVs, "
                             "NDFileHDF5 interface)"),
              (logging.INFO, f"Channel Access: TCP port {port}, UDP search port {udp_port}, on "
                             f"{', '.join(interfaces)}; beacons to "
                             f"{', '.join(beacons) or 'nowhere'}")]
     if cam:
-        lines.append((logging.INFO, f"driver: {cam} (PARAM attributes; NDArrayPort from "
-                                    f"{cam}PortName_RBV)"))
+        use = driver_use or f"PARAM attributes; NDArrayPort from {cam}PortName_RBV"
+        lines.append((logging.INFO, f"driver: {cam} ({use})"))
     else:
         lines.append((logging.INFO, "driver: none (--cam not given: PARAM attributes are "
                                     "undefined, NaN)"))
@@ -136,7 +137,10 @@ def wait_and_announce(fixed: list[tuple[int, str]], image, report: SourceReport,
         time.sleep(0.05)
     connected = bool(spec) and image.connected
     lines = list(fixed)
-    lines.insert(2, source_line(spec, connected, time.monotonic() - start, receiver_pid))
+    waited = time.monotonic() - start
+    describe = getattr(image, "source_line", None)  # a source that says it itself
+    lines.insert(2, describe(connected, waited) if describe is not None
+                 else source_line(spec, connected, waited, receiver_pid))
     for level, text in lines:
         log.log(level, "%s", text)
     report.announce(connected)

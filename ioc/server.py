@@ -181,27 +181,23 @@ def build_ioc(prefix: str, source: str, cam: str = "", layout: str = "", attribu
 
 def serve_main(args: argparse.Namespace) -> int:
     configure_logging(args.verbose, log.name)
-    if getattr(args, "workers_listen", None):  # writer workers write the frames
-        from .plugin.workers.serve import serve_coordinator
-
-        return serve_coordinator(args)
     try:
         ca_server.server_port()
     except ca_server.ServerPortError as exc:
         log.error("%s", exc)
         return 2
-    from .sources._malloc import keep_frame_buffers
-    from .writer import _write_behind
-
-    keep_frame_buffers()
-    _write_behind.set_enabled(not args.keep_page_cache)
-    max_memory = int(args.max_memory * 1e6) if getattr(args, "max_memory", None) else None
     try:
-        group, saver, image, context, cam, prime = build_ioc(
-            args.prefix, args.source, args.cam, args.layout, args.attributes, args.queue_size,
-            tuple(args.allow_root), args.receiver, args.pva_queue, max_memory,
-            dict(args.port))
-    except ValueError as exc:  # an unknown source transport (--source, --port)
+        if getattr(args, "workers_listen", None):  # writer workers write the frames
+            from .plugin.workers.serve import build_coordinator
+
+            group, saver, image = build_coordinator(args)
+            group.source_report = SourceReport(image.prefix)
+            context = prime = None  # the workers read the frames and the driver
+            cam, driver_use = "", "PARAM attributes, read by each writer worker"
+        else:
+            group, saver, image, context, cam, prime = _build_writer(args)
+            driver_use = ""
+    except ValueError as exc:  # an unknown source transport (--source, --port), ...
         log.error("%s", exc)
         return 2
     if args.list_pvs:
@@ -211,7 +207,7 @@ def serve_main(args: argparse.Namespace) -> int:
     async def startup(ca_context) -> None:
         loop = asyncio.get_running_loop()
         group.loop = loop
-        saver.start()
+        await loop.run_in_executor(None, saver.start)
         loop.create_task(group.statistics_loop())
         # Initial layout / attributes validation, as if written by an operator.
         await group.put_XMLFileName(group.params["XMLFileName"])
@@ -230,7 +226,8 @@ def serve_main(args: argparse.Namespace) -> int:
             version=__version__, prefix=args.prefix, n_pvs=len(group.pvdb),
             port=ca_context.port, udp_port=ca_context.ca_server_port,
             interfaces=ca_server.interfaces(), beacons=ca_server.beacon_addresses(),
-            params=dict(group.params), cam=cam, roots=group.policy.roots)
+            params=dict(group.params), cam=cam or args.cam, roots=group.policy.roots,
+            driver_use=driver_use)
         pid = getattr(getattr(image, "process", None), "pid", None)
         loop.run_in_executor(None, _announce_then_prime, fixed, image, group.source_report,
                              pid, prime)
@@ -257,6 +254,19 @@ def serve_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_writer(args: argparse.Namespace) -> tuple:
+    """This IOC writes the frames itself: build_ioc, after the process-wide settings."""
+    from .sources._malloc import keep_frame_buffers
+    from .writer import _write_behind
+
+    keep_frame_buffers()
+    _write_behind.set_enabled(not args.keep_page_cache)
+    max_memory = int(args.max_memory * 1e6) if getattr(args, "max_memory", None) else None
+    return build_ioc(args.prefix, args.source, args.cam, args.layout, args.attributes,
+                     args.queue_size, tuple(args.allow_root), args.receiver, args.pva_queue,
+                     max_memory, dict(args.port))
+
+
 def _announce_then_prime(fixed, image, report, pid, prime, timeout: float = 10.0) -> None:
     """The start-up summary once the source is connected (or after a few seconds), then
     the readbacks primed from the source's current frame once it is connected."""
@@ -264,7 +274,8 @@ def _announce_then_prime(fixed, image, report, pid, prime, timeout: float = 10.0
 
     start = time.monotonic()
     wait_and_announce(fixed, image, report, pid)
-    _prime_when_connected(image, prime, timeout - (time.monotonic() - start), quiet=True)
+    if prime is not None:  # None: the writer workers read the frames, not this process
+        _prime_when_connected(image, prime, timeout - (time.monotonic() - start), quiet=True)
 
 
 def _prime_when_connected(image, prime, timeout: float = 10.0, quiet: bool = False) -> None:

@@ -36,8 +36,7 @@ class PutRules(ExtraDimRules):
         on = bool(self._index("Capture", value))
         serial = await self._run_saver("capture", on=on)
         if on and serial is not None:
-            # a busy record: the client's put completes when this capture ends (a saver
-            # that does not number its captures, the workers' coordinator, completes now)
+            # a busy record: the client's put completes when this capture ends
             self.complete_when_capture_ends(serial)
         raise SkipWrite  # the saver published Capture / Capture_RBV itself
 

@@ -5,15 +5,16 @@ ophyd-async (prepare / kickoff / complete / collect) is told about the master fi
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from urllib.parse import urlparse
 
 import h5py
 import numpy as np
 import pytest
-from cluster_setup import SIZE, check_master, expected_stack
+from cluster_setup import MIRROR, SIZE, check_master, expected_stack
 from ioc_harness import wait_for
-from system_setup import P
+from system_setup import P, W
 
 from ioc.tools.sim import expected_pixels
 
@@ -196,3 +197,72 @@ def test_no_worker_no_capture(cluster, tmp_path):
     assert s.get("Capture_RBV") == "Done"
     assert "no writer worker" in s.get("WriteMessage")
     assert not list(tmp_path.iterdir())
+
+
+def _master_frames(path) -> int | str:
+    """Frames in the master file, or why it cannot be read (now)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f["/entry/data/data"].shape[0]
+    except (OSError, KeyError) as exc:
+        return str(exc)
+
+
+def test_capture_put_completes_when_the_files_are_done(two_workers, tmp_path):
+    """Capture is a busy record here too: a Capture=1 put completes when the coordinated
+    capture ends -- NumCapture buffered and AutoSave's master file written (Capture mode),
+    or the master file written after a Capture=0 from another client (Stream)."""
+    import epics
+
+    s = two_workers
+    master = tmp_path / "test_001.h5"  # the name AutoSave gives it (FileNumber 1)
+    at_completion = {}
+    done = threading.Event()
+
+    def completed(*_):  # the caproto client's thread, as the put completes
+        at_completion["frames"] = _master_frames(master)
+        done.set()
+
+    s.put("FileWriteMode", "Capture")
+    s.put("NumCapture", 100)
+    s.client.pv(W + "Capture").write([1], wait=False, callback=completed)
+    wait_for(lambda: s.get("Capture_RBV") == "Capturing", 15, what="capturing")
+    first = s.start_acquisition(130, PERIOD)
+    wait_for(lambda: s.get("NumCaptured_RBV") >= 30, 60, interval=0.01, what="30 frames")
+    assert not done.is_set() and not master.exists()  # busy while the buffers fill
+    assert done.wait(60), "the Capture=1 put never completed"
+    assert at_completion["frames"] == 100  # the master file was whole when it completed
+    assert s.get("Capture_RBV") == "Done" and s.get("WriteFile_RBV") == "Done"
+    assert s.get("NumCaptured_RBV") == 0  # counted down as the buffers were written
+    assert s.get("WriteStatus") == "Write OK", s.get("WriteMessage")
+    check_master(master, list(range(first, first + 100)), nexus=False)
+    s.wait_acquired(130, PERIOD)
+
+    # Stream, no NumCapture: a pyepics put-callback, completed by another client's Capture=0
+    master = tmp_path / "test_002.h5"
+    s.put("FileWriteMode", "Stream")
+    s.put("NumCapture", 0)
+    capture = epics.get_pv(W + "Capture", connect=True, timeout=30)
+    streamed = threading.Event()
+
+    def stream_completed(**_):
+        at_completion["stream"] = _master_frames(master)
+        streamed.set()
+
+    capture.put(1, use_complete=True, callback=stream_completed)
+    wait_for(lambda: s.get("Capture_RBV") == "Capturing", 15, what="streaming")
+    first = s.start_acquisition(60, PERIOD)
+    s.wait_acquired(60, PERIOD)
+    wait_for(lambda: s.get("NumCaptured_RBV") == 60, 30, what="60 frames written")
+    assert not streamed.is_set() and not capture.put_complete
+    s.put("Capture", 0)  # caproto's client: another client than pyepics
+    assert streamed.wait(30), "the Capture=1 put never completed"
+    assert at_completion["stream"] == 60
+    assert s.get("NumCaptured_RBV") == 60
+    assert (s.get("WriteStatus"), s.get("WriteMessage")) == ("Write OK", "")
+    check_master(master, list(range(first, first + 60)), nexus=False)
+    # the same start-up summary as without workers, its source line about the workers
+    summary = (s.logs / "coordinator.log").read_text()
+    assert f"serving {W} (" in summary and "allowed roots: any" in summary
+    assert f"source: pva://{MIRROR} (NDPluginPva NTNDArray over pvAccess, read by the " \
+           f"writer workers" in summary and f"workers connect to 127.0.0.1:{s.port}" in summary

@@ -27,7 +27,9 @@ class CaptureControl:
     CLOSE_TIMEOUT = 60.0  # s for every part to close at the end of a capture
     MASTER_EVERY = 1.0  # s between rewrites of a SWMR capture's master file
 
-    async def cmd_capture(self, on: bool) -> None:
+    async def cmd_capture(self, on: bool) -> int:
+        """Start or stop a capture; returns the number of the capture started or joined
+        (its end completes the Capture=1 put, as ADCore's busy record)."""
         if not on:
             if self._ending is not None:
                 await asyncio.shield(self._ending)
@@ -35,13 +37,13 @@ class CaptureControl:
                 await self._end_capture()
             else:
                 self._set_capture(False)
-            return
+            return self.capture_serial
         mode = self._p("FileWriteMode")
         if mode == SINGLE:
             raise SaverError("ERROR: Single mode is not available with writer workers (use "
                              "Capture or Stream)")
         if self.capturing:
-            return
+            return self.capture_serial  # the put joins this capture
         workers = self.links.alive()
         if not workers:
             raise SaverError("ERROR: no writer worker is connected; nothing would be written "
@@ -87,6 +89,7 @@ class CaptureControl:
         if mode == STREAM and bool(self._p("SWMRMode")) and not str(self._p("TempSuffix")):
             self._live = self._loop.create_task(self._live_master(ledger))
         self._publish_workers()
+        return self.capture_serial
 
     def _add_part(self, ledger: Ledger, link, acked: bool = False):
         """A part of this capture for ``link`` (also for a worker joining mid-capture)."""
@@ -119,7 +122,9 @@ class CaptureControl:
     # -- the end of a capture --------------------------------------------------------------
     async def _end_capture(self, by_count: bool = False) -> None:
         """Stop every part; Stream: wait for them to close and write the master file;
-        Capture mode: the buffers are complete (written by WriteFile or AutoSave)."""
+        Capture mode: the buffers are complete (written now with AutoSave when NumCapture
+        ended the capture, else by WriteFile).  Capture goes back to 0 only then: the
+        Capture=1 puts complete when the files are done."""
         if self._ending is not None:
             await asyncio.shield(self._ending)
             return
@@ -137,23 +142,26 @@ class CaptureControl:
                 await self._wait_for(lambda: not ledger.active_parts(), self.CLOSE_TIMEOUT)
                 self._give_up_on(ledger, "did not close its part in time")
                 await self._finish_master(ledger, self.master)
-                self.writing = False
-                self._set_capture(False)
             else:
                 await self._wait_for(lambda: all(p.stopped for p in ledger.active_parts()), 5.0)
-                self._set_capture(False)
                 self.post(NumCaptured_RBV=ledger.captured())
                 if by_count and self._p("AutoSave"):
-                    self._ending.set_result(None)
-                    self._ending = None
-                    await self._write_buffers()
-                    return
+                    await self._auto_save()
         finally:
             self.writing = False
-            if self._ending is not None and not self._ending.done():
+            self._set_capture(False)  # also after an error: no put waits forever
+            if not self._ending.done():
                 self._ending.set_result(None)
             self._ending = None
             self._publish_workers()
+
+    async def _auto_save(self) -> None:
+        """AutoSave: the buffers written as ADCore does once NumCapture is reached; a
+        failure is said where the operator looks (no put waits for this one)."""
+        try:
+            await self._write_buffers()
+        except SaverError as exc:
+            self.post(WriteStatus=1, WriteMessage=str(exc)[:255])
 
     def _give_up_on(self, ledger: Ledger, why: str) -> None:
         for part in ledger.active_parts():
@@ -247,8 +255,12 @@ class CaptureControl:
             raise SaverError(str(exc)) from None
 
     def _set_capture(self, on: bool) -> None:
-        self.capturing = on
+        was_on, self.capturing = self.capturing, on
+        if on and not was_on:
+            self.capture_serial += 1
         updates = {"Capture": int(on), "Capture_RBV": int(on)}
         if self._p("FileWriteMode") == STREAM:
             updates.update(WriteFile=int(on), WriteFile_RBV=int(on))
         self.post(**updates)
+        if was_on and not on and self.on_capture_end is not None:
+            self.on_capture_end(self.capture_serial)

@@ -54,6 +54,11 @@ class Coordinator(CaptureControl):
         self.address: tuple[str, int] | None = None
         self.links = LinkServer(self._on_join, self._on_message, self._on_lost)
         self._capture_id = 0
+        # Captures are numbered as by FileSaver: on_capture_end(n) is called when capture n
+        # has ended (its master file written, its buffers complete, or it failed), which
+        # completes the Capture=1 puts that started or joined it (a busy record).
+        self.capture_serial = 0
+        self.on_capture_end: Callable[[int], None] | None = None
         self._started_at = 0.0
         self._frame_bytes = 0
         self._ending: asyncio.Future | None = None
@@ -73,6 +78,9 @@ class Coordinator(CaptureControl):
 
     def enqueue(self, frame) -> bool:
         return False  # no frames reach the coordinator
+
+    def memory_used(self) -> int:
+        return 0  # PoolUsedMem: the frames are held by the workers, not here
 
     def start(self) -> None:
         ready: concurrent.futures.Future = concurrent.futures.Future()
@@ -281,6 +289,8 @@ class Coordinator(CaptureControl):
             raise SaverError("ERROR: Single mode is not available with writer workers")
         if mode == STREAM:
             raise SaverError("ERROR: WriteFile is not used in Stream mode (use Capture)")
+        if self._ending is not None:  # AutoSave is writing the buffers: not twice at once
+            await asyncio.shield(self._ending)
         await self._write_buffers()
 
     async def cmd_free_capture(self) -> None:
