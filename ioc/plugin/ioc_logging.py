@@ -33,6 +33,7 @@ def configure(verbose: int, summary: str) -> None:
     if verbose < 2:
         logging.getLogger(summary).setLevel(logging.INFO)
     quiet_beacon_errors()
+    quiet_late_answers()
 
 
 class _BeaconErrors(logging.Filter):
@@ -100,6 +101,31 @@ def caproto_backlog_warning_dropped():
             handler.removeFilter(drop)
 
 
+class _LateAnswers(logging.Filter):
+    """caproto's client logs a WARNING with a traceback when a server's answer arrives
+    for a channel the client has just closed (an unsubscribe crossing an update on the
+    wire).  Nothing is lost, the channel is gone: one DEBUG line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if (str(record.msg).startswith("Invalid command") and error is not None
+                and "States.CLOSED" in str(error)):
+            logging.getLogger("ioc.ca").debug("an answer for a closed channel ignored: %s",
+                                              error)
+            return False
+        return True
+
+
+_LATE = _LateAnswers()
+
+
+def quiet_late_answers() -> None:
+    """Install the closed-channel filter on caproto's client logger (idempotent)."""
+    logger = logging.getLogger("caproto.circ")
+    if _LATE not in logger.filters:
+        logger.addFilter(_LATE)
+
+
 def quiet_beacon_errors() -> None:
     """Install the beacon filter on caproto's server logger (idempotent)."""
     logger = logging.getLogger("caproto.ctx")
@@ -107,4 +133,5 @@ def quiet_beacon_errors() -> None:
         logger.addFilter(_FILTER)
 
 
-__all__ = ["FORMAT", "caproto_backlog_warning_dropped", "configure", "quiet_beacon_errors"]
+__all__ = ["FORMAT", "caproto_backlog_warning_dropped", "configure", "quiet_beacon_errors",
+           "quiet_late_answers"]

@@ -149,7 +149,10 @@ def _child_main(conn, spec: str, max_slots: int, log_levels: dict[str, int],
                         format="%(asctime)s %(levelname)s receiver %(name)s: %(message)s")
     for name, level in log_levels.items():
         logging.getLogger(name).setLevel(level)
+    from ..plugin.ioc_logging import quiet_late_answers
     from ._malloc import keep_frame_buffers
+
+    quiet_late_answers()
 
     keep_frame_buffers()
     sender = _Sender(conn, os.getppid())

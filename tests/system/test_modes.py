@@ -6,7 +6,7 @@ import time
 
 import h5py
 import numpy as np
-from ioc_harness import wait_for
+from ioc_harness import pyepics, wait_for
 from system_setup import SIZE, W
 
 from ioc.tools.sim import expected_pixels
@@ -60,21 +60,21 @@ def test_single_autosave_one_file_per_image(ready, tmp_path):
 
 
 def test_single_with_pyepics_client(ready, tmp_path):
-    import epics
-
-    # generous: an earlier module's client may have left these names in libca, which
-    # searches again for a server that went away only after its back-off
-    assert epics.caput(W + "FileName", "libca", wait=True, connection_timeout=30) == 1
-    epics.caput(W + "AutoSave", 1, wait=True, connection_timeout=30)
-    assert epics.caget(W + "FileName_RBV", as_string=True) == "libca"
-    assert epics.caget(W + "AutoSave_RBV", as_string=True) == "Yes"
-    assert epics.caget(W + "FilePath_RBV", as_string=True) == f"{tmp_path}/"
+    """pyepics (libca) writes and reads the IOC's PVs (in a process of its own)."""
+    got = pyepics(f"""
+        W = {W!r}
+        assert epics.caput(W + "FileName", "libca", wait=True, connection_timeout=30) == 1
+        assert epics.caput(W + "AutoSave", 1, wait=True, connection_timeout=30) == 1
+        result = [epics.caget(W + s, as_string=True)
+                  for s in ("FileName_RBV", "AutoSave_RBV", "FilePath_RBV")]
+    """)
+    assert got == ["libca", "Yes", f"{tmp_path}/"]
     uids = ready.acquire(2)
     files = sorted(tmp_path.glob("libca_*.h5"))
     assert len(files) == 2
     with h5py.File(files[-1]) as f:
         check_pixels([f["/entry/data/data"][()]], [uids[-1]])
-    assert epics.caget(W + "ArrayCounter_RBV") == 2
+    assert pyepics(f"result = epics.caget({W!r} + 'ArrayCounter_RBV', connection_timeout=30)") == 2
 
 
 def test_single_writefile_saves_last_frame(ready, tmp_path):

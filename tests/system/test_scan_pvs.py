@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
-from ioc_harness import wait_for
+from ioc_harness import pyepics, wait_for
 from system_setup import SIZE, W
 
 from ioc.tools.sim import expected_pixels
@@ -63,19 +63,22 @@ def test_num_capture_follows_the_sizes(ready):
 
 
 def test_rules_with_pyepics(ready):
-    import epics
+    """The extra-dimension rules through pyepics (libca, in a process of its own)."""
+    got = pyepics(f"""
+        W = {W!r}
 
-    def get(suffix, **kw):
-        # generous: ophyd (an earlier module) may have left this name in libca, reconnecting
-        return epics.caget(W + suffix, timeout=30, connection_timeout=30, **kw)
+        def get(suffix, **kw):
+            return epics.caget(W + suffix, timeout=30, connection_timeout=30, **kw)
 
-    for suffix, value in (("ExtraDimSizeN", 4), ("ExtraDimSizeX", 6), ("NumExtraDims", 1)):
-        assert epics.caput(W + suffix, value, wait=True, timeout=30, connection_timeout=30) == 1
-    assert get("NumCapture_RBV") == 24
-    epics.caput(W + "ExtraDimSizeX", 0, wait=True, timeout=30)  # refused by the IOC
-    assert get("ExtraDimSizeX_RBV") == 6
-    assert get("WriteMessage", as_string=True) == "ExtraDimSizeX must be greater than 0"
-    assert get("NumCapture_RBV") == 24
+        for suffix, value in (("ExtraDimSizeN", 4), ("ExtraDimSizeX", 6), ("NumExtraDims", 1)):
+            assert epics.caput(W + suffix, value, wait=True, timeout=30,
+                               connection_timeout=30) == 1
+        result = [get("NumCapture_RBV")]
+        epics.caput(W + "ExtraDimSizeX", 0, wait=True, timeout=30)  # refused by the IOC
+        result += [get("ExtraDimSizeX_RBV"), get("WriteMessage", as_string=True),
+                   get("NumCapture_RBV")]
+    """)
+    assert got == [24, 6, "ExtraDimSizeX must be greater than 0", 24]
 
 
 def check_grid_file(path, uids, grid):
