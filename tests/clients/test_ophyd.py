@@ -5,29 +5,12 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from ophyd_acceptance import make_detector
 from system_setup import SIZE, P, W
 
 from ioc.tools.sim import expected_pixels
 
 ophyd = pytest.importorskip("ophyd")
-
-
-def make_detector(tmp_path):
-    from ophyd import Component as Cpt
-    from ophyd.areadetector import SimDetector, SingleTrigger
-    from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
-    from ophyd.areadetector.plugins import HDF5Plugin_V34
-
-    class HDF5PluginWithFileStore(HDF5Plugin_V34, FileStoreHDF5IterativeWrite):
-        pass
-
-    class SimDetectorWithHDF5(SingleTrigger, SimDetector):
-        hdf1 = Cpt(HDF5PluginWithFileStore, "HDF1:", write_path_template=f"{tmp_path}/",
-                   read_path_template=f"{tmp_path}/", root=str(tmp_path))
-
-    det = SimDetectorWithHDF5(P, name="det")
-    det.wait_for_connection(timeout=20)
-    return det
 
 
 def _run_once(det, n_triggers: int):
@@ -47,7 +30,7 @@ def _run_once(det, n_triggers: int):
 
 def test_ophyd_stage_trigger_unstage_twice(ready, tmp_path):
     ready.put("AutoSave", "No")
-    det = make_detector(tmp_path)
+    det = make_detector(P, tmp_path)
     det.hdf1.warmup()  # ophyd's own priming: one frame so ArraySize*_RBV are non-zero
     for n_triggers in (3, 2):
         path, uids, docs = _run_once(det, n_triggers)
