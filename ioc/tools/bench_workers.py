@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ._caenv import CAEnvironment, Client, IOCProcess, free_port, wait_for
+from ._caenv import CAEnvironment, Client, IOCProcess, free_port, wait_for, wait_until_quiet
 from .bench import PREFIX, Report, rate_search
 
 COORDINATOR = PREFIX + "HDF1:"
@@ -190,8 +190,12 @@ def bench_workers(report: Report, work: Path, shape, dtype: str, counts, rates,
                 elapsed = time.perf_counter() - start
                 last = c.get(rig.cam + "ArrayCounter_RBV")
                 achieved = (last - first + 1) / elapsed if elapsed > 0 else rate
-                wait_for(lambda: c.get(COORDINATOR + "UniqueId_RBV") >= last, 30, interval=0.1,
-                         what="the last frame at a worker")
+                try:
+                    wait_for(lambda: c.get(COORDINATOR + "UniqueId_RBV") >= last, 10,
+                             interval=0.1, what="the last frame at a worker")
+                except TimeoutError:  # frames lost on the way: the master counts them
+                    wait_until_quiet(lambda: (c.get(COORDINATOR + "UniqueId_RBV"),
+                                              c.get(COORDINATOR + "NumCaptured_RBV")), 2.0, 60)
                 time.sleep(1.5)  # the workers' last progress reports
                 after = cpu_seconds(trees)
                 window = time.perf_counter() - t_before

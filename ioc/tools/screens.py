@@ -30,6 +30,7 @@ LONG_ROWS: list[tuple] = [
     ("long", "Layout message", "XMLErrorMsg_RBV"),
     ("long", "Attributes message", "NDAttributesMessage_RBV"),
     ("long", "Workers message", "WorkersMessage_RBV"),
+    ("long", "Driver attr. message", "DriverAttributesMessage_RBV"),
 ]
 
 # (title, rows); a row is (label, suffix): the widgets follow from the PV table.
@@ -84,9 +85,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Source (nexus-writer-ioc)", [
         ("Connection", "SourceConnected_RBV"), ("Frames skipped", "SourceSkipped_RBV"),
         ("Duplicates", "SourceDuplicates_RBV"), ("Invalid frames", "InvalidFrames_RBV"),
-        ("Writer workers", "Workers_RBV"), ("Workers", "WorkersMessage_RBV"),
+        ("Writer workers", "Workers_RBV"),
         ("Missing frames", "MissingFrames_RBV"),
-        ("Driver attributes", "DriverAttributesMessage_RBV"),
         ("Writer version", "WriterVersion_RBV"),
     ]),
 ]
