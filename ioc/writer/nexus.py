@@ -239,6 +239,49 @@ def _join(group: str, name: str) -> str:
 
 # -- NDAttribute datasets ----------------------------------------------------
 
+def create_attribute_dataset(group: h5py.Group, placement: Placement, attribute: NDAttribute,
+                             shape: tuple[int, ...], maxshape: tuple, chunks: tuple[int, ...],
+                             ) -> h5py.Dataset:
+    """The dataset of one NDAttribute, typed and described as ADCore's
+    NDFileHDF5AttributeDataset makes it (NDAttrName, NDAttrDescription, NDAttrSourceType,
+    NDAttrSource); an undefined type gives ADCore's float32 of NaN, never written."""
+    if attribute.dtype is NDAttrType.Undefined:
+        ds = group.create_dataset(placement.name, shape=shape, maxshape=maxshape,
+                                  chunks=chunks, dtype="<f4", fillvalue=np.nan)
+    elif attribute.dtype is NDAttrType.String:
+        space = h5py.h5s.create_simple(shape, tuple(h5py.h5s.UNLIMITED if m is None else m
+                                                    for m in maxshape))
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk(chunks)
+        ds = h5py.Dataset(h5py.h5d.create(group.id, _encode(placement.name),
+                                          _c_string_type(ATTRIBUTE_STRING_SIZE), space,
+                                          dcpl=dcpl))
+    else:
+        ds = group.create_dataset(placement.name, shape=shape, maxshape=maxshape,
+                                  chunks=chunks, dtype=attribute.dtype.numpy)
+    for key, text in (("NDAttrName", attribute.name),
+                      ("NDAttrDescription", attribute.description),
+                      ("NDAttrSourceType", attribute.source_type.value),
+                      ("NDAttrSource", attribute.source)):
+        if text:
+            set_string_attribute(ds, key, text)
+    return ds
+
+
+def attribute_array(dtype: NDAttrType, attribute: NDAttribute) -> np.ndarray | None:
+    """A frame's NDAttribute value as an element of its dataset (``dtype``: the type at
+    open); None when there is nothing to write (undefined, or a value of another type)."""
+    if dtype is NDAttrType.Undefined or not attribute.defined:
+        return None
+    if dtype is NDAttrType.String:
+        return np.array(_encode(str(attribute.value))[: ATTRIBUTE_STRING_SIZE - 1],
+                        dtype=f"S{ATTRIBUTE_STRING_SIZE}")
+    try:
+        return np.asarray(attribute.value).astype(dtype.numpy)
+    except (TypeError, ValueError):
+        return None  # a value of another type than at open: skipped for this frame
+
+
 class _AttributeDataset:
     """One growing 1-D dataset fed by an NDAttribute (NDFileHDF5AttributeDataset)."""
 
@@ -252,42 +295,16 @@ class _AttributeDataset:
         self.dtype = attribute.dtype
         self.written = 0
         self._pending: list[np.ndarray] = []
-        if attribute.dtype is NDAttrType.Undefined:
-            # ADCore: undefined type -> float32 filled with NaN, never written.
-            self.ds = group.create_dataset(placement.name, shape=(1,), maxshape=(None,),
-                                           chunks=(chunk,), dtype="<f4", fillvalue=np.nan)
-        elif attribute.dtype is NDAttrType.String:
-            tid = _c_string_type(ATTRIBUTE_STRING_SIZE)
-            space = h5py.h5s.create_simple((0,), (h5py.h5s.UNLIMITED,))
-            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-            dcpl.set_chunk((chunk,))
-            dsid = h5py.h5d.create(group.id, _encode(placement.name), tid, space, dcpl=dcpl)
-            self.ds = h5py.Dataset(dsid)
-        else:
-            self.ds = group.create_dataset(placement.name, shape=(0,), maxshape=(None,),
-                                           chunks=(chunk,), dtype=attribute.dtype.numpy)
-        for key, text in (("NDAttrName", attribute.name),
-                          ("NDAttrDescription", attribute.description),
-                          ("NDAttrSourceType", attribute.source_type.value),
-                          ("NDAttrSource", attribute.source)):
-            if text:
-                set_string_attribute(self.ds, key, text)
-        if placement.dataset is not None:
-            self.layout_attributes = placement.dataset.attributes
-        else:
-            self.layout_attributes = ()
+        # ADCore's undefined attribute is one NaN; the others grow from empty
+        length = 1 if attribute.dtype is NDAttrType.Undefined else 0
+        self.ds = create_attribute_dataset(group, placement, attribute, (length,), (None,),
+                                           (chunk,))
+        self.layout_attributes = placement.dataset.attributes if placement.dataset else ()
 
     def append(self, attribute: NDAttribute, offsets=None) -> None:
-        if self.dtype is NDAttrType.Undefined or not attribute.defined:
+        value = attribute_array(self.dtype, attribute)
+        if value is None:
             return
-        if self.dtype is NDAttrType.String:
-            value = np.array(_encode(str(attribute.value))[: ATTRIBUTE_STRING_SIZE - 1],
-                             dtype=f"S{ATTRIBUTE_STRING_SIZE}")
-        else:
-            try:
-                value = np.asarray(attribute.value).astype(self.dtype.numpy)
-            except (TypeError, ValueError):
-                return  # a value of another type than at open: skipped for this frame
         # Kept and written in batches: one resize and one write per BATCH frames instead
         # of per frame (h5py's per-call cost was 15 % of a 1 Mpixel frame's write).
         self._pending.append(value)

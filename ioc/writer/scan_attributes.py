@@ -13,7 +13,7 @@ import numpy as np
 from ..layout.model import Placement, When
 from ..ndarray import ATTRIBUTE_STRING_SIZE, NDAttribute, NDAttrType
 from .extra_dims import ATTRIBUTE_TAIL
-from .nexus import _c_string_type, _encode, set_string_attribute
+from .nexus import _c_string_type, attribute_array, create_attribute_dataset
 
 __all__ = ["ScanAttributeDataset"]
 
@@ -48,44 +48,15 @@ class ScanAttributeDataset:
             shape = maxshape = chunks = ATTRIBUTE_TAIL
         self.extent = list(shape)
         self._maxshape = maxshape
-        if attribute.dtype is NDAttrType.Undefined:
-            # ADCore: undefined type -> float32 filled with NaN, never written.
-            self.ds = group.create_dataset(placement.name, shape=shape, maxshape=maxshape,
-                                           chunks=chunks, dtype="<f4", fillvalue=np.nan)
-        elif attribute.dtype is NDAttrType.String:
-            self._tid = _c_string_type(ATTRIBUTE_STRING_SIZE)
-            space = h5py.h5s.create_simple(shape, tuple(h5py.h5s.UNLIMITED if m is None else m
-                                                        for m in maxshape))
-            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-            dcpl.set_chunk(chunks)
-            dsid = h5py.h5d.create(group.id, _encode(placement.name), self._tid, space,
-                                   dcpl=dcpl)
-            self.ds = h5py.Dataset(dsid)
-        else:
-            self.ds = group.create_dataset(placement.name, shape=shape, maxshape=maxshape,
-                                           chunks=chunks, dtype=attribute.dtype.numpy,
-                                           fillvalue=0)
-        for key, text in (("NDAttrName", attribute.name),
-                          ("NDAttrDescription", attribute.description),
-                          ("NDAttrSourceType", attribute.source_type.value),
-                          ("NDAttrSource", attribute.source)):
-            if text:
-                set_string_attribute(self.ds, key, text)
+        self.ds = create_attribute_dataset(group, placement, attribute, shape, maxshape, chunks)
         self.layout_attributes = placement.dataset.attributes if placement.dataset else ()
 
     def append(self, attribute: NDAttribute, offsets: tuple[int, ...] | None = None) -> None:
         """Keep the frame's value for its position (``offsets``: the frame's position on
         the leading axes; None for values written once, at open or close)."""
-        if self.dtype is NDAttrType.Undefined or not attribute.defined:
+        value = attribute_array(self.dtype, attribute)
+        if value is None:
             return
-        if self.dtype is NDAttrType.String:
-            value = np.array(_encode(str(attribute.value))[: ATTRIBUTE_STRING_SIZE - 1],
-                             dtype=f"S{ATTRIBUTE_STRING_SIZE}")
-        else:
-            try:
-                value = np.asarray(attribute.value).astype(self.dtype.numpy)
-            except (TypeError, ValueError):
-                return  # a value of another type than at open: skipped for this frame
         self._pending.append((self._coordinates(offsets), value))
         if len(self._pending) >= self.BATCH:
             self.flush()
@@ -122,6 +93,7 @@ class ScanAttributeDataset:
         fspace = self.ds.id.get_space()
         fspace.select_elements(coordinates)
         mspace = h5py.h5s.create_simple((len(values),))
-        mtype = self._tid if self.dtype is NDAttrType.String else None
+        mtype = (_c_string_type(ATTRIBUTE_STRING_SIZE) if self.dtype is NDAttrType.String
+                 else None)
         self.ds.id.write(mspace, fspace, values, mtype=mtype)
         self.written += len(pending)
