@@ -91,8 +91,9 @@ EPICS environment:
                    help="receive images in a child process, frames in shared memory, or "
                    "in a thread of the IOC process")
     p.add_argument("--keep-page-cache", action="store_true",
-                   help="leave written files in the page cache (default: write them back at "
-                   "once and drop them from memory soon after: faster, steadier)")
+                   help="leave written files in the page cache (default: frames of 256 KiB "
+                   "or more go to local disks with O_DIRECT, the rest is written back at "
+                   "once and dropped from memory soon after: faster, steadier)")
     p.add_argument("--port", action="append", default=[], metavar="NAME=SOURCE",
                    type=lambda spec: _lazy("sources.ports", "parse_port")(spec),
                    help="an NDArrayPort name and the source it selects (e.g. "
@@ -157,7 +158,7 @@ EPICS environment:
     p.add_argument("--pva-queue", type=int, default=32, metavar="N",
                    help="updates the pvAccess server keeps for this worker while it lags")
     p.add_argument("--keep-page-cache", action="store_true",
-                   help="leave written files in the page cache")
+                   help="leave written files in the page cache (no O_DIRECT frames)")
     p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     p.set_defaults(func=lambda args: _lazy('sources.worker', 'worker_main')(args))
 

@@ -92,6 +92,24 @@ def _settle(future: concurrent.futures.Future, result=None, error=None) -> None:
         pass
 
 
+class _ReadRecorder(Mapping):
+    """A read-only view of the parameters that notes which ones were read."""
+
+    def __init__(self, params: Mapping[str, object]):
+        self.params = params
+        self.names: dict[str, None] = {}
+
+    def __getitem__(self, name: str):
+        self.names[name] = None
+        return self.params[name]
+
+    def __iter__(self):
+        return iter(self.params)
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+
 class FileSaver:
     """The file-writing half of the plugin, driven from one worker thread."""
 
@@ -112,6 +130,7 @@ class FileSaver:
         self.single = SingleFileWriter()
         self._described_dims: tuple[int, ...] = ()
         self._layout_cache: tuple[tuple, Layout] | None = None
+        self._options_cache: tuple[tuple, WriterOptions] | None = None
         self.last_frame: NDArray | None = None
         self.capturing = False
         self.lazy_pending = False
@@ -211,7 +230,9 @@ class FileSaver:
                 log.exception("error processing frame %s", item.unique_id)
                 self._error(f"Internal error processing frame {item.unique_id}: "
                             f"{_cause(exc)}")
-        item = None  # a frame's memory (a receiver slot) goes back now, not at the next get
+            item = None  # a frame's memory (a receiver slot) goes back now, not at the next get
+            return  # (process posted the queue's state with the frame's values)
+        item = None
         self.post(QueueFree=self.queue.free, NumQueuedArrays=self.queue.frames)
 
     def _idle(self) -> None:
@@ -225,7 +246,23 @@ class FileSaver:
         return self.params[suffix]
 
     def options(self, multi_frame: bool) -> WriterOptions:
-        p = self.p
+        """The WriterOptions the PVs say now.  Built again only when one of the values it
+        was built from has changed (a Single-mode run asks for them for every file)."""
+        cached = self._options_cache
+        if cached is not None:
+            (was_multi, names, values), options = cached
+            if was_multi == multi_frame and values == tuple(map(self.params.__getitem__, names)):
+                return options
+        read = _ReadRecorder(self.params)
+        options = self._build_options(read, multi_frame)
+        names = tuple(read.names)
+        self._options_cache = ((multi_frame, names, tuple(map(self.params.__getitem__, names))),
+                               options)
+        return options
+
+    @staticmethod
+    def _build_options(params: Mapping[str, object], multi_frame: bool) -> WriterOptions:
+        p = params.__getitem__
         chunks = (p("NumColChunks"), p("NumRowChunks"), *(p(f"ChunkSize{i}") for i in range(2, 10)))
         num_capture = max(int(p("NumCapture")), 0)
         # NDFileHDF5::configureDims: the frame axis chunk is NumFramesChunks (at least 1,
@@ -241,10 +278,12 @@ class FileSaver:
             blosc_shuffle=p("BloscShuffle"), blosc_level=p("BloscLevel"),
             chunk_size_auto=bool(p("ChunkSizeAuto")), chunks=tuple(int(c) for c in chunks),
             frames_chunks=frames_chunk, fill_value=float(p("FillValue")),
+            boundary_align=int(p("BoundaryAlign")),
+            boundary_threshold=int(p("BoundaryThreshold")),
             ndattribute_chunk=max(int(p("NDAttributeChunk")), 0),
             swmr=bool(p("SWMRMode")) and multi_frame,
             flush_every=max(int(p("NumFramesFlush")), frames_chunk),
-            extra_dims=extra_dims_of(self.params, multi_frame),
+            extra_dims=extra_dims_of(params, multi_frame),
         )
 
     @property
@@ -254,7 +293,7 @@ class FileSaver:
     # -- frames -------------------------------------------------------------------
     def process(self, frame: NDArray) -> None:
         t0 = time.perf_counter()
-        self._describe(frame)
+        described = self._describe(frame)
         self.last_frame = frame
         mode = self.p("FileWriteMode")
         # NDPluginFile::processCallbacks counts every frame it hands to the writer (Single
@@ -283,15 +322,19 @@ class FileSaver:
                 self._stream_frame(frame)
         if counted:
             self.array_counter = int(self.p("ArrayCounter")) + 1
-            self.post(ArrayCounter=self.array_counter, ArrayCounter_RBV=self.array_counter)
-        self.post(ExecutionTime_RBV=(time.perf_counter() - t0) * 1e3)
+            described.update(ArrayCounter=self.array_counter, ArrayCounter_RBV=self.array_counter)
+        # one post a frame: what describes it, the counters, the queue (each post takes
+        # the PV layer's lock)
+        self.post(**described, ExecutionTime_RBV=(time.perf_counter() - t0) * 1e3,
+                  QueueFree=self.queue.free, NumQueuedArrays=self.queue.frames)
 
-    def _describe(self, frame: NDArray) -> None:
+    def _describe(self, frame: NDArray) -> dict:
         """NDArrayBase readbacks describe the last frame processed (the sizes are
-        posted only when they change, as ADCore posts Dimensions_RBV)."""
+        posted only when they change, as ADCore posts Dimensions_RBV): the values to
+        post with the frame's."""
         dims = frame.dims
         color = frame.attributes.get("ColorMode")
-        self.post(
+        described = dict(
             UniqueId_RBV=frame.unique_id, TimeStamp_RBV=frame.timestamp,
             EpicsTSSec_RBV=frame.epics_ts_sec, EpicsTSNsec_RBV=frame.epics_ts_nsec,
             DataType_RBV=int(frame.data_type),
@@ -304,6 +347,7 @@ class FileSaver:
             sizes = {f"ArraySize{i}_RBV": padded[i] for i in range(10)}
             sizes.update({f"ArraySize{i}": padded[i] for i in range(10)})
             self.post(NDimensions_RBV=len(dims), Dimensions_RBV=padded, **sizes)
+        return described
 
     # -- naming -------------------------------------------------------------------
     def _next_name(self, swmr: bool) -> tuple[Path, Path]:
@@ -345,7 +389,13 @@ class FileSaver:
         return written, final
 
     def _warn_about_name(self, template: str, path: str, name: str, number: int) -> None:
-        notes = template_warnings(template, path, name, number)
+        # (the same for every number of one template: found once, not for every file)
+        cached = getattr(self, "_notes_for", None)
+        if cached is not None and cached[0] == (template, path, name):
+            notes = cached[1]
+        else:
+            notes = template_warnings(template, path, name, number)
+            self._notes_for = ((template, path, name), notes)
         if notes and (template, path, name) not in self._warned:
             self._warned.add((template, path, name))
             log.warning("file name %r: %s", template, "; ".join(notes))
@@ -805,7 +855,7 @@ class FileSaver:
     def cmd_prime(self, frame: NDArray) -> None:
         """The source's current frame at connect: describes the readbacks and serves as
         "the last array received" for Stream opens; it is not saved."""
-        self._describe(frame)
+        self.post(**self._describe(frame))
         self.last_frame = frame
 
     def cmd_process_last(self) -> None:

@@ -91,7 +91,7 @@ class PluginBase(PutRules, PVGroup):
     """Behaviour shared by the generated group; see ``make_group_class``."""
 
     type_map = {**pvspec_type_map, str: CharData}
-    PUBLISH_INTERVAL = 0.01  # s, between two flushes of posted values (only when busy)
+    PUBLISH_INTERVAL = 0.05  # s, between two flushes of posted values (only when busy)
 
     def __init__(self, *args, table: tuple[PV, ...], **kwargs):
         super().__init__(*args, **kwargs)

@@ -264,8 +264,11 @@ def _hdf5() -> list[PV]:
         t += long(f"ChunkSize{i}", locked=True)
     t += long("NumFramesChunks", locked=True)
     t += long("NDAttributeChunk", locked=True)
-    t += long("BoundaryAlign", inert=True, units="bytes")
-    t += long("BoundaryThreshold", 65536, inert=True, units="bytes")
+    t += long("BoundaryAlign", units="bytes",
+              doc="H5Pset_alignment of the next file: objects of at least BoundaryThreshold "
+                  "bytes start on a multiple of this; 0: HDF5's placement")
+    t += long("BoundaryThreshold", 65536, units="bytes",
+              doc="objects this large or larger are aligned (when BoundaryAlign > 0)")
     t += long("NumFramesFlush")
     t += menu("Compression", COMPRESSIONS, 0, locked=True)
     t += long("NumDataBits", 8)

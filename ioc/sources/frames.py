@@ -11,6 +11,7 @@ a buffer from ``allocate``; ``frame_message`` describes it (picklable, small) an
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -103,7 +104,7 @@ def frame_from_message(buffer, message: tuple) -> tuple[NDArray, np.ndarray]:
         base.flags.writeable = False
         data, codec_ = placeholder(shape, dtype), Codec(codec, base)
     else:
-        base = np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape)))
+        base = np.frombuffer(buffer, dtype=dtype, count=math.prod(shape))
         base.flags.writeable = False  # the mapping is read-only
         data, codec_ = base.reshape(shape), None
     attrs = {t[0]: attribute_from_tuple(t) for t in attributes}

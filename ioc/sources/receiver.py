@@ -25,6 +25,7 @@ import logging
 import mmap
 import multiprocessing
 import os
+import select
 import signal
 import threading
 import time
@@ -236,6 +237,8 @@ class ProcessImageSource:
 
     CALL_TIMEOUT = 15.0
     RETURN_EVERY = 0.02  # s: slots freed while no message arrives go back this often
+    RETURN_BATCH = 8  # slots returned in one message (at most)
+    RETURN_BATCH_AGE = 0.005  # s: a freed slot waits at most this long for others
     RESTART_AFTER = 1.0
 
     def __init__(self, prefix: str, on_frame: Callable[[NDArray | int], None], *,
@@ -268,6 +271,8 @@ class ProcessImageSource:
         self._generation = 0
         self._stopping = False
         self._freed: list[int] = []
+        self._freed_since = 0.0
+        self._held = 0  # slots the child has given us and not had back
         self._freed_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -283,6 +288,7 @@ class ProcessImageSource:
         with self._freed_lock:
             self._generation += 1
             self._freed = []
+            self._held = 0
         self.process = process
         self._conn = ours
         self._sender = _Sender(ours, process.pid)
@@ -378,10 +384,15 @@ class ProcessImageSource:
         handlers = {"frame": self._on_frame, "uid": self._on_uid, "status": self._on_status,
                     "error": lambda message: self.on_error(message), "result": self._on_result}
         stopped = False
+        # one poll object for the pipe's life (Connection.poll builds a selector per call)
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        wait_ms = int(self.RETURN_EVERY * 1000)
         while True:
             try:
                 self._return_slots(generation)
-                if not conn.poll(self.RETURN_EVERY):
+                if not poller.poll(wait_ms):
+                    self._return_slots(generation, every=True)
                     continue
                 message = conn.recv()
             except (EOFError, OSError):
@@ -430,6 +441,8 @@ class ProcessImageSource:
             self.on_error(message)
 
     def _on_frame(self, generation: int, index: int, message: tuple) -> None:
+        with self._freed_lock:
+            self._held += 1
         mapping = self._maps.get(index)
         if mapping is None:  # the slot could not be mapped: the frame is dropped
             self._free(generation, index)
@@ -450,15 +463,28 @@ class ProcessImageSource:
         # here; the pipe thread returns the slots in batches.
         with self._freed_lock:
             if generation == self._generation:  # else: a slot of a child that has gone
+                if not self._freed:
+                    self._freed_since = time.monotonic()
                 self._freed.append(index)
 
-    def _return_slots(self, generation: int) -> None:
+    def _return_slots(self, generation: int, every: bool = False) -> None:
+        """Give freed slots back to the child: a message for a few of them at a time
+        (each one costs both processes a system call and a pickle), at the latest
+        RETURN_BATCH_AGE after the first was freed, and however few when the pipe is
+        idle (``every``).  A batch is at most an eighth of the child's slots, and slots go
+        back at once when the child is close to holding none free (the queue's depth
+        stays what QueueSize says)."""
         with self._freed_lock:
-            if generation != self._generation:
+            if generation != self._generation or not self._freed:
+                return
+            batch = max(1, min(self.RETURN_BATCH, self.max_slots // 8))
+            if not every and len(self._freed) < batch and \
+                    self._held < self.max_slots - 2 * batch and \
+                    time.monotonic() - self._freed_since < self.RETURN_BATCH_AGE:
                 return
             freed, self._freed = self._freed, []
-        if freed:
-            self._sender.send(("free", freed))
+            self._held -= len(freed)
+        self._sender.send(("free", freed))
 
     def _on_uid(self, uid: int) -> None:
         self.on_frame(uid)

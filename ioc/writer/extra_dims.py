@@ -277,3 +277,9 @@ class FramePlacement:
 
     def extent(self, path: str) -> tuple[int, ...]:
         return tuple(self.placer(path).extent)
+
+    def rewind(self, path: str, count: int) -> None:
+        """A sequential stream (one leading axis) holds only its first ``count`` frames."""
+        placer = self.placer(path)
+        placer.count = count
+        placer.extent = [count]

@@ -30,7 +30,8 @@ from ..ndarray import (
     NDAttrType,
     file_attribute_list,
 )
-from . import _write_behind, codecs
+from . import _direct_io, _write_behind, codecs
+from ._in_flight import FramesInFlight
 from .extra_dims import ExtraDims, FramePlacement
 from .recovery import describe_error, release
 
@@ -89,6 +90,8 @@ class WriterOptions:
     chunks: tuple[int, ...] = ()  # per NDArray dim: NumColChunks, NumRowChunks, ChunkSize2..
     frames_chunks: int = 1  # NumFramesChunks
     fill_value: float = 0.0
+    boundary_align: int = 0  # BoundaryAlign (bytes; 0: HDF5's default placement)
+    boundary_threshold: int = 65536  # BoundaryThreshold: objects this large are aligned
     ndattribute_chunk: int = 0  # NDAttributeChunk; 0 = automatic
     swmr: bool = False
     flush_every: int = 0  # NumFramesFlush (SWMR)
@@ -282,6 +285,10 @@ def attribute_array(dtype: NDAttrType, attribute: NDAttribute) -> np.ndarray | N
         return None  # a value of another type than at open: skipped for this frame
 
 
+_PLAIN_NUMBERS = (int, float, bool)
+_INT64_LIMIT = 2**63  # plain ints beyond do not make one numpy array with the others
+
+
 class _AttributeDataset:
     """One growing 1-D dataset fed by an NDAttribute (NDFileHDF5AttributeDataset)."""
 
@@ -293,6 +300,8 @@ class _AttributeDataset:
         self.path = placement.path
         self.when = placement.when
         self.dtype = attribute.dtype
+        self._numeric = attribute.dtype not in (NDAttrType.String, NDAttrType.Undefined)
+        self._converted = False
         self.written = 0
         self._pending: list[np.ndarray] = []
         # ADCore's undefined attribute is one NaN; the others grow from empty
@@ -302,9 +311,15 @@ class _AttributeDataset:
         self.layout_attributes = placement.dataset.attributes if placement.dataset else ()
 
     def append(self, attribute: NDAttribute, offsets=None) -> None:
-        value = attribute_array(self.dtype, attribute)
-        if value is None:
-            return
+        value = attribute.value
+        if self._numeric and type(value) in _PLAIN_NUMBERS and attribute.defined and \
+                -_INT64_LIMIT <= value < _INT64_LIMIT:
+            pass  # converted with the batch at flush (a numpy scalar each: ~10 us a value)
+        else:
+            value = attribute_array(self.dtype, attribute)
+            if value is None:
+                return
+            self._converted = True  # not one numpy array with plain numbers (uint64)
         # Kept and written in batches: one resize and one write per BATCH frames instead
         # of per frame (h5py's per-call cost was 15 % of a 1 Mpixel frame's write).
         self._pending.append(value)
@@ -315,11 +330,29 @@ class _AttributeDataset:
     def count(self) -> int:
         return self.written + len(self._pending)
 
+    def truncate(self, count: int) -> None:
+        """Keep the first ``count`` values only (frames taken out of the file)."""
+        if count >= self.count:
+            return
+        if count < self.written:
+            self.ds.resize((count,))
+            self.written = count
+            self._pending.clear()
+        else:
+            del self._pending[count - self.written:]
+
     def flush(self) -> None:
         """Write the values kept so far (before an HDF5 flush, and at close)."""
         if not self._pending:
             return
-        values = np.stack(self._pending)
+        if self._numeric:
+            dtype = self.dtype.numpy
+            values = np.array([v if isinstance(v, np.ndarray) else np.asarray(v).astype(dtype)
+                               for v in self._pending]) if self._converted \
+                else np.array(self._pending).astype(dtype)
+        else:
+            values = np.stack(self._pending)
+        self._converted = False
         n = len(values)
         self.ds.resize((self.written + n,))
         self.ds[self.written:self.written + n] = values
@@ -360,15 +393,31 @@ class NexusWriter:
             raise WriterError(f"{self.path.name} exists already (a file being written by "
                               "another writer, or left by one that was stopped); not "
                               "overwritten")
+        # frames with O_DIRECT where it applies: HDF5 writes through a file of ours
+        self._direct_io: _direct_io.DirectFile | None = None
+        self._in_flight: FramesInFlight | None = None
+        try:
+            if self._direct_io_wanted(first):
+                self._direct_io = _direct_io.DirectFile(self.path, exclusive)
+        except OSError as exc:
+            raise WriterError(describe_error(exc)) from exc
         try:
             libver = "latest" if self.options.swmr else None
             # No chunk cache: each frame goes to the file when written, so a write error
             # (disk full) is reported for that frame, and memory stays bounded.
-            self.file = h5py.File(self.path, "w-" if exclusive else "w", libver=libver,
-                                  rdcc_nbytes=0)
+            self.file = h5py.File(self._direct_io or self.path,
+                                  "w-" if exclusive and self._direct_io is None else "w",
+                                  libver=libver, rdcc_nbytes=0, **self._alignment())
         except (OSError, RuntimeError, ValueError) as exc:
+            if self._direct_io is not None:  # created above
+                self._direct_io.close()
+                try:
+                    self.path.unlink()
+                except OSError:
+                    pass
             raise WriterError(describe_error(exc)) from exc
-        self._fd = _write_behind.h5_file_fd(self.file)
+        self._fd = self._direct_io.fileno() if self._direct_io is not None \
+            else _write_behind.h5_file_fd(self.file)
         self._unadvised = 0
         try:
             self._open_attrs = file_attribute_list(first)
@@ -390,6 +439,12 @@ class NexusWriter:
             self._write_root_attributes(file_name or str(self.path))
             self._create_hard_links()
             self._extend_tree()
+            # a plain stream into one dataset: its frames' writes overlap the next frame
+            dims = self.options.extra_dims
+            self._in_flight = FramesInFlight(self._direct_io, WriterError) \
+                if self._direct_io is not None and self.options.multi_frame and \
+                not dims.num_extra_dims and not dims.position_mode and \
+                len(self._detectors) == 1 else None
             if self.options.swmr:
                 self.file.swmr_mode = True
         except BaseException:
@@ -399,6 +454,29 @@ class NexusWriter:
             except OSError:
                 pass
             raise
+
+    def _direct_io_wanted(self, first: NDArray) -> bool:
+        """Whether HDF5 writes this file through ``_direct_io.DirectFile`` (frames with
+        O_DIRECT): not SWMR (h5py's file-object driver has none), and frames of at
+        least ``MIN_BYTES`` written as one chunk each (a frame cut in many chunks would
+        cost a Python call per chunk).  Pre-compressed chunks of a matching codec qualify:
+        their payload is a receiver slot too."""
+        if self.options.swmr or \
+                tuple(effective_chunks(first.dims, self.options)) != tuple(first.dims):
+            return False
+        return _direct_io.wanted(self.path, first.nbytes)
+
+    def _alignment(self) -> dict:
+        """h5py's alignment keywords: ADCore's BoundaryAlign/BoundaryThreshold
+        (``H5Pset_alignment``) when BoundaryAlign is set; else 4 KiB for the chunks written
+        with O_DIRECT."""
+        if self.options.boundary_align > 0:
+            return {"alignment_threshold": max(int(self.options.boundary_threshold), 1),
+                    "alignment_interval": int(self.options.boundary_align)}
+        if self._direct_io is not None:
+            return {"alignment_threshold": _direct_io.MIN_BYTES,
+                    "alignment_interval": _direct_io.BLOCK}
+        return {}
 
     def _check_frame_chunk(self, first: NDArray) -> None:
         """Refuse chunk sizes HDF5 cannot allocate (NumFramesChunks x frame bytes)."""
@@ -418,9 +496,12 @@ class NexusWriter:
         """Let go of the file after a failed write or close without writing into it again
         (``recovery.release``); what is on disk stays as it is."""
         self._closed = True
+        direct_io = getattr(self, "_direct_io", None)
+        if direct_io is not None:
+            direct_io.release()  # HDF5's last writes go nowhere
         file = getattr(self, "file", None)
         if file is not None:
-            release(file, self._fd)
+            release(file, None if direct_io is not None else self._fd)
 
     # -- open ------------------------------------------------------------------
     def _extend_tree(self) -> None:
@@ -614,6 +695,8 @@ class NexusWriter:
         """Append one frame (Single mode: the one frame of the file)."""
         if self._closed:
             raise WriterError("file is closed")
+        if self._in_flight is not None:
+            self._in_flight.check(self)  # a frame handed over earlier did not reach the disk
         data = frame.data
         if data.shape != self._frame_shape or data.dtype.newbyteorder("=") != \
                 self._frame_dtype.newbyteorder("="):
@@ -642,27 +725,29 @@ class NexusWriter:
             # Where it goes (PositionMode labels or the next position); a frame that cannot
             # be placed raises PositionError before anything of it is written.
             offsets = self._placement.locate(path, frame.unique_id, frame.attributes)
-            before = ds.shape
-            if self._placement.take(path, offsets):
-                ds.resize(self._placement.extent(path) + data.shape)
+            before = self._placement.extent(path) + data.shape  # the dataset's shape now
+            grown = self._placement.take(path, offsets)
+            if grown:  # (the low-level call: h5py's resize costs ~50 us of checks a frame)
+                ds.id.set_extent(self._placement.extent(path) + data.shape)
             try:
                 if direct:
-                    ds.id.write_direct_chunk(offsets + (0,) * data.ndim, chunk)
+                    self._write_chunk(ds, offsets + (0,) * data.ndim, chunk, keep=frame)
                 else:
                     ds[offsets] = data
+                    self._unadvised += data.nbytes
             except BaseException:
-                if ds.shape != before:
+                if grown:
                     try:  # the file keeps only frames written whole
-                        ds.resize(before)
+                        ds.id.set_extent(before)
                     except Exception:  # noqa: BLE001 - the original error says more
                         pass
                 raise
         elif direct:
-            ds.id.write_direct_chunk((0,) * data.ndim, chunk)
+            self._write_chunk(ds, (0,) * data.ndim, chunk)
         else:
             ds[...] = data
+            self._unadvised += data.nbytes
         self._det_counts[path] += 1
-        self._unadvised += len(chunk) if chunk is not None else data.nbytes
         if self._unadvised >= _write_behind.STREAM_EVERY and self._fd is not None:
             self._unadvised = 0
             _write_behind.advise(self._fd)
@@ -680,6 +765,39 @@ class NexusWriter:
             every = self.options.flush_every or self.options.frames_chunks
             if every and self.frames_written % every == 0:
                 self.flush()
+
+    def _write_chunk(self, ds: h5py.Dataset, coords: tuple[int, ...], chunk,
+                     keep: NDArray | None = None) -> None:
+        """One whole chunk (``DirectFile`` writes it with O_DIRECT where it applies, in
+        a plain stream while the next frame is made: ``keep`` owns its memory; what goes
+        through the page cache is advised out of it as it accumulates)."""
+        io = self._direct_io
+        if io is None:
+            ds.id.write_direct_chunk(coords, chunk)
+            self._unadvised += len(chunk)
+        elif keep is not None and self._in_flight is not None:
+            io.keep, io.last_seq = keep, None
+            try:
+                ds.id.write_direct_chunk(coords, chunk)
+            finally:
+                io.keep = None
+            self._in_flight.sent(io.last_seq)
+        else:
+            ds.id.write_direct_chunk(coords, chunk)
+
+    def drop_last_frames(self, n: int) -> None:
+        """Take the last ``n`` frames out of the file (their writes failed; see
+        ``_in_flight``): the frames dataset, its NDAttribute values and performance rows."""
+        (path, ds), = self._detectors.items()
+        count = max(self._det_counts[path] - n, 0)
+        ds.id.set_extent((count,) + self._frame_shape)
+        self._det_counts[path] = count
+        self._placement.rewind(path, count)
+        self.frames_written -= n
+        for holder in self._attr_datasets:
+            if holder.when is When.FRAME:
+                holder.truncate(count)
+        del self._perf_rows[count:]
 
     def _codec_chunk(self, frame: NDArray, path: str):
         """The chunk to write unchanged for a pre-compressed frame whose codec is the file's
@@ -722,6 +840,10 @@ class NexusWriter:
         self._t_last = t1
 
     def flush(self) -> None:
+        if self._in_flight is not None:  # what the flushed index lists is on the disk
+            error = self._in_flight.settle(self)
+            if error is not None:
+                raise error
         for holder in self._attr_datasets:
             holder.flush()
         self.file.flush()
@@ -734,6 +856,8 @@ class NexusWriter:
         if self._closed:
             return
         self._closed = True
+        # frames whose writes failed leave the file before it is closed; then it is said
+        lost = self._in_flight.settle(self) if self._in_flight is not None else None
         try:
             for holder in self._attr_datasets:
                 if holder.when is When.CLOSE and holder.name in self._last_attrs:
@@ -744,7 +868,11 @@ class NexusWriter:
             if self._perf_location is not None and self._perf_rows:
                 self._write_performance(*self._perf_location)
         finally:
-            self.file.close()
+            self.file.close()  # (if this raises, release() lets go of the file object)
+            if self._direct_io is not None:
+                self._direct_io.close()
+        if lost is not None:
+            raise lost
         _write_behind.path_written(self.path)
 
     def _write_performance(self, group_path: str, name: str) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..layout.model import Layout
 from ..ndarray import ATTRIBUTE_STRING_SIZE, NDArray, NDAttrType, file_attribute_list
-from . import _write_behind
+from . import _direct_io, _write_behind
 from .codecs import decoded
 from .nexus import Compression, NexusWriter, WriterOptions
 
@@ -65,6 +65,8 @@ class SingleFileWriter:
         self.template: _Template | None = None
         self.fast_files = 0
         self.slow_files = 0
+        self.direct_files = 0  # fast files whose image went with O_DIRECT
+        self.direct_io = True  # until a file system refuses it
         self._last_time: float | None = None
         self._checked_layout: Layout | None = None
         self._layout_ok = False
@@ -158,6 +160,43 @@ class SingleFileWriter:
         return _Patch(int(info.byte_offset), int(info.size))
 
     # -- a file from the template ---------------------------------------------------
+    def _write_patched(self, fd: int, path: Path, t: _Template,
+                       patches: list[tuple[_Patch, bytes | memoryview]]) -> bool:
+        """The template with ``patches`` (sorted, the image among them) in place.  The
+        image's whole blocks go with O_DIRECT where ``_direct_io`` says it pays (the
+        template's image starts on a block: the first file was written aligned), the
+        rest through the page cache.  True when the image went with O_DIRECT."""
+        image = next(value for patch, value in patches if patch is t.image)
+        done = 0
+        if self.direct_io and _direct_io.wanted(path, t.image.size) and \
+                _direct_io.aligned(t.image.offset, image):
+            try:
+                _fcntl_direct(fd, True)
+                try:
+                    done = _direct_io.write_blocks(fd, t.image.offset, image)
+                finally:
+                    _fcntl_direct(fd, False)
+            except OSError as exc:
+                if not _direct_io.refused(exc):
+                    raise
+                self.direct_io = False  # this file system does not take it
+        template = memoryview(t.data)
+        runs: list[tuple[int, list]] = [(0, [])]
+        position = 0
+        for patch, value in patches:
+            runs[-1][1].append(template[position:patch.offset])
+            if patch is t.image and done:
+                runs.append((patch.offset + done, [value[done:]]))
+            else:
+                runs[-1][1].append(value)
+            position = patch.offset + patch.size
+        runs[-1][1].append(template[position:])
+        for offset, buffers in runs:
+            _direct_io.pwrite_all(fd, buffers, offset)
+        if done:
+            self.direct_files += 1
+        return bool(done)
+
     def _write_fast(self, path: Path, t: _Template, frame: NDArray, values: dict,
                     file_name: str, t0: float, exclusive: bool = False) -> None:
         patches: list[tuple[_Patch, bytes | memoryview]] = []
@@ -183,19 +222,11 @@ class SingleFileWriter:
                               mbit / (t1 - t0) if t1 > t0 else 0.0], dtype="<f8")
             patches.append((t.performance, row.tobytes()))
         patches.sort(key=lambda p: p[0].offset)
-        buffers: list[bytes | memoryview] = []
-        position = 0
-        template = memoryview(t.data)
-        for patch, value in patches:
-            buffers.append(template[position:patch.offset])
-            buffers.append(value)
-            position = patch.offset + patch.size
-        buffers.append(template[position:])
         flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
         fd = os.open(path, flags, 0o644)
         try:
-            _write_all(fd, buffers)
-            _write_behind.file_written(fd)
+            if not self._write_patched(fd, path, t, patches):
+                _write_behind.file_written(fd)  # (the image is in the page cache)
         except BaseException:
             os.close(fd)
             _remove(path)  # created above
@@ -204,24 +235,11 @@ class SingleFileWriter:
         self._last_time = time.perf_counter()
 
 
-# At most this many buffers per writev (IOV_MAX: 1024 on Linux); a file with many
-# NDAttributes has two buffers per attribute.
-IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+def _fcntl_direct(fd: int, on: bool) -> None:
+    import fcntl
 
-
-def _write_all(fd: int, buffers: list) -> None:
-    """``writev`` in batches of IOV_MAX buffers, finishing short writes."""
-    views = [memoryview(b).cast("B") for b in buffers if len(b)]
-    while views:
-        batch = views[:IOV_MAX]
-        written = os.writev(fd, batch)
-        done = 0
-        while done < len(batch) and written >= len(batch[done]):
-            written -= len(batch[done])
-            done += 1
-        views = views[done:]
-        if written:  # part of one buffer went out
-            views[0] = views[0][written:]
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
 
 
 def _remove(path: Path) -> None:

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 from ...layout._xml import XMLText
 from ...layout.model import Layout, LayoutError, default_layout, parse_layout
@@ -35,7 +34,7 @@ IDLE, ARMED, CAPTURING, STOPPED, FAILED = "idle", "armed", "capturing", "stopped
 def writer_options(params: dict, num_capture: int) -> WriterOptions:
     """WriterOptions from the coordinator's PV values, by the plugin's own rules."""
     values = dict(params, NumCapture=num_capture)
-    return FileSaver.options(SimpleNamespace(p=values.__getitem__, params=values), True)
+    return FileSaver._build_options(values, True)
 
 
 def decode_layout(text: str, source: str) -> Layout:
