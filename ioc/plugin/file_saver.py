@@ -344,10 +344,10 @@ class FileSaver:
         if dims != self._described_dims:
             self._described_dims = dims
             padded = tuple(dims) + (0,) * (10 - len(dims))
-            sizes = {f"ArraySize{i}_RBV": padded[i] for i in range(10)}
-            sizes.update({f"ArraySize{i}": padded[i] for i in range(10)})
-            self.post(NDimensions_RBV=len(dims), Dimensions_RBV=padded, **sizes)
-        return described
+            described.update({f"ArraySize{i}_RBV": padded[i] for i in range(10)})
+            described.update({f"ArraySize{i}": padded[i] for i in range(10)})
+            described.update(NDimensions_RBV=len(dims), Dimensions_RBV=padded)
+        return described  # (posted together: a client sees the sizes with the data type)
 
     # -- naming -------------------------------------------------------------------
     def _next_name(self, swmr: bool) -> tuple[Path, Path]:

@@ -105,6 +105,9 @@ def test_pyepics_put_callback_completed_by_capture_0_while_circuit_busy(sem, tmp
     ends the capture and completes the pending put."""
     import epics
 
+    # a fresh libca context: a channel of an earlier module's IOC (same name, other port)
+    # would be searched again only after libca's back-off
+    epics.ca.clear_cache()
     stream_to_prime(sem, 0)
     for suffix in ("Capture", "FlushNow", "NDAttributesMacros", "FileWriteMode_RBV"):
         assert epics.get_pv(W + suffix, connect=True, timeout=30).connected  # before timing
