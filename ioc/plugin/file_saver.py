@@ -36,6 +36,7 @@ from ..writer.single_file import SingleFileWriter
 from . import memory
 from .extra_dim_rules import extra_dims_of
 from .frame_queue import Command, FrameQueue
+from .single_pipeline import SinglePipeline
 from .naming import (
     PathPolicy,
     TemplateError,
@@ -128,6 +129,7 @@ class FileSaver:
         self.user_paths = user_paths or UserPaths()
         self.queue = FrameQueue(queue_size, max_bytes=self.memory_limit)
         self.single = SingleFileWriter()
+        self.pipeline = SinglePipeline()  # Single-mode files written while the next is made
         self._described_dims: tuple[int, ...] = ()
         self._layout_cache: tuple[tuple, Layout] | None = None
         self._options_cache: tuple[tuple, WriterOptions] | None = None
@@ -191,8 +193,11 @@ class FileSaver:
         self.arrivals.note(uid)
 
     def _take_in_finished(self, what: str) -> tuple[str, bool] | None:
-        return take_in_finished(self.queue, self.process, self.arrivals,
-                                self.latest_unique_id, what, self.stop_timeout)
+        try:
+            return take_in_finished(self.queue, self.process, self.arrivals,
+                                    self.latest_unique_id, what, self.stop_timeout)
+        finally:
+            self.pipeline.wait()  # their files are written before the stop goes on
 
     def _report_stop(self, note: tuple[str, bool] | None) -> None:
         if note is not None:
@@ -215,6 +220,7 @@ class FileSaver:
             self._idle()
             return
         if isinstance(item, Command):
+            self.pipeline.wait()  # the files in flight first: a command sees them written
             try:
                 result = getattr(self, f"cmd_{item.name}")(**item.args)
             except Exception as exc:  # noqa: BLE001 - reported to the caller
@@ -236,6 +242,7 @@ class FileSaver:
         self.post(QueueFree=self.queue.free, NumQueuedArrays=self.queue.frames)
 
     def _idle(self) -> None:
+        self.pipeline.wait()
         _write_behind.drop_all()  # let go of the files written last
         if self.writer is not None and time.monotonic() - self._last_flush >= \
                 self.FLUSH_INTERVAL:
@@ -293,16 +300,19 @@ class FileSaver:
     # -- frames -------------------------------------------------------------------
     def process(self, frame: NDArray) -> None:
         t0 = time.perf_counter()
+        mode = self.p("FileWriteMode")
+        single = mode == SINGLE and self.p("AutoSave")
+        if not single:
+            self.pipeline.wait()  # what this frame posts comes after the files in flight
         described = self._describe(frame)
         self.last_frame = frame
-        mode = self.p("FileWriteMode")
         # NDPluginFile::processCallbacks counts every frame it hands to the writer (Single
         # with AutoSave, Stream while capturing), written or not; in Capture, those buffered.
         counted = False
-        if mode == SINGLE:
-            if self.p("AutoSave"):
-                self._write_single(frame)
-                counted = True
+        if single:
+            if self._write_single(frame, lambda: self._frame_done(described, True, t0)) is None:
+                return  # its file is being written: the frame's readbacks follow it
+            counted = True
         elif mode == CAPTURE:
             if self.capturing and self._buffer_frame(frame):
                 counted = True
@@ -320,11 +330,14 @@ class FileSaver:
                     self._set_capture(False)
             if self.writer is not None:
                 self._stream_frame(frame)
+        self._frame_done(described, counted, t0)
+
+    def _frame_done(self, described: dict, counted: bool, t0: float) -> None:
+        """One post a frame: what describes it, the counters, the queue (each post takes
+        the PV layer's lock)."""
         if counted:
             self.array_counter = int(self.p("ArrayCounter")) + 1
             described.update(ArrayCounter=self.array_counter, ArrayCounter_RBV=self.array_counter)
-        # one post a frame: what describes it, the counters, the queue (each post takes
-        # the PV layer's lock)
         self.post(**described, ExecutionTime_RBV=(time.perf_counter() - t0) * 1e3,
                   QueueFree=self.queue.free, NumQueuedArrays=self.queue.frames)
 
@@ -551,8 +564,11 @@ class FileSaver:
         self.post(WriteStatus=1, WriteMessage=message[:255])
 
     # -- Single ------------------------------------------------------------------
-    def _write_single(self, frame: NDArray) -> bool:
-        """One frame, one file (Single mode), through the template writer."""
+    def _write_single(self, frame: NDArray, done: Callable[[], None] | None = None) -> bool | None:
+        """One frame, one file (Single mode), through the template writer: True when
+        written, False when refused or failed (said in WriteMessage); with ``done``, None
+        when the pipeline writes it (and calls ``done`` after).  A file that needs h5py is
+        written here, after the files in flight."""
         try:
             self._ok()
             if self.p("NumExtraDims"):  # ADCore: a Single-mode open forces NumExtraDims to 0
@@ -565,29 +581,62 @@ class FileSaver:
                 raise SaverError(f"Error opening file: {exc} ({final.name})") from None
             self._post_chunking(frame, options)
             t0 = time.perf_counter()
+            write = self.single.prepare_fast(written, layout, frame, options, str(final),
+                                             exclusive=written != final)
+            notes = list(getattr(self, "_name_notes", []))
+            if write is not None and done is not None:
+                self.pipeline.submit(write, lambda warnings, error: self._complete_single(
+                    warnings, error, written, final, frame.nbytes, t0, notes, done))
+                return None
+            self.pipeline.wait()
+            if write is not None:
+                try:
+                    warnings = write()
+                except Exception as exc:  # noqa: BLE001 - the writer removed what it created
+                    raise SaverError(f"Error writing file: {_cause(exc)} ({final.name})") \
+                        from None
+                self._single_written(written, final, frame.nbytes, t0, list(warnings) + notes)
+                return True  # h5py writes this one (and makes the template) after them
             try:
                 # the writer removes a file it created and could not complete
                 warnings = self.single.write(written, layout, frame, options, str(final),
                                              exclusive=written != final)
             except Exception as exc:  # noqa: BLE001 - h5py raises more than OSError
                 raise SaverError(f"Error writing file: {_cause(exc)} ({final.name})") from None
-            if written != final:
-                try:
-                    os.replace(written, final)
-                except OSError as exc:
-                    raise SaverError(f"Error renaming file: {_cause(exc)} ({written.name} -> "
-                                     f"{final.name})") from None
-            runtime = time.perf_counter() - t0
-            speed = frame.nbytes * 8 / 2**20 / runtime if runtime > 0 else 0.0
-            self.post(RunTime=runtime, IOSpeed=speed)
-            warnings = list(warnings) + list(getattr(self, "_name_notes", []))
-            if warnings:
-                self.post(WriteMessage=f"Written with warnings: {warnings[0]}"[:255])
+            self._single_written(written, final, frame.nbytes, t0, list(warnings) + notes)
         except SaverError as exc:
             self._error(str(exc))
             return False
-        self.post(NumCaptured_RBV=1)
         return True
+
+    def _complete_single(self, warnings: list[str] | None, error: BaseException | None,
+                         written: Path, final: Path, nbytes: int, t0: float,
+                         notes: list[str], done: Callable[[], None]) -> None:
+        """A Single file the pipeline wrote (or failed to: the writer removed what it
+        created), in order: name it, say so, post the frame's readbacks."""
+        try:
+            if error is not None:
+                raise SaverError(f"Error writing file: {_cause(error)} ({final.name})")
+            self._single_written(written, final, nbytes, t0, list(warnings) + notes)
+        except SaverError as exc:
+            self._error(str(exc))
+        finally:
+            done()
+
+    def _single_written(self, written: Path, final: Path, nbytes: int, t0: float,
+                        warnings: list[str]) -> None:
+        if written != final:
+            try:
+                os.replace(written, final)
+            except OSError as exc:
+                raise SaverError(f"Error renaming file: {_cause(exc)} ({written.name} -> "
+                                 f"{final.name})") from None
+        runtime = time.perf_counter() - t0
+        speed = nbytes * 8 / 2**20 / runtime if runtime > 0 else 0.0
+        self.post(RunTime=runtime, IOSpeed=speed)
+        if warnings:
+            self.post(WriteMessage=f"Written with warnings: {warnings[0]}"[:255])
+        self.post(NumCaptured_RBV=1)
 
     # -- Capture ---------------------------------------------------------------
     def _buffer_frame(self, frame: NDArray) -> bool:

@@ -43,9 +43,10 @@ from .select import TransportSource
 
 log = logging.getLogger(__name__)
 
-# Frames in flight besides the queued ones: one being written, the last one kept
-# for "process last" / Stream opens, one in the pipe, one being received.
-IN_FLIGHT = 4
+# Frames in flight besides the queued ones: one being written and two more whose files
+# or chunks the disk is still writing (SinglePipeline, the writer's writes in flight),
+# the last one kept for "process last" / Stream opens, one in the pipe, one being received.
+IN_FLIGHT = 6
 
 
 class _Sender:

@@ -90,6 +90,27 @@ class SingleFileWriter:
                       for a in attrs.values()),
                 destination, len(file_name.encode()))
 
+    def prepare_fast(self, path: Path, layout: Layout, frame: NDArray,
+                     options: WriterOptions, file_name: str, exclusive: bool = False):
+        """The file written from the template as a call to make later (it returns the
+        warnings; another thread may make it, in order), or None when this file needs
+        ``write`` (h5py; it also makes the template).  The call holds ``frame``."""
+        t0 = time.perf_counter()
+        if frame.codec is not None and options.compression == Compression.NONE:
+            frame = decoded(frame)
+        attrs = file_attribute_list(frame) if options.store_attributes else {}
+        key = self.key(layout, options, frame, file_name, attrs)
+        template = self.template
+        if key is None or template is None or template.key != key:
+            return None
+
+        def write() -> list[str]:
+            self._write_fast(path, template, frame, attrs, file_name, t0, exclusive)
+            self.fast_files += 1
+            return template.warnings
+
+        return write
+
     def write(self, path: Path, layout: Layout, frame: NDArray, options: WriterOptions,
               file_name: str, exclusive: bool = False) -> list[str]:
         """Write ``frame`` as a complete file at ``path``; returns the writer's warnings.

@@ -141,3 +141,34 @@ def test_boundary_align_places_large_objects_on_its_multiples(tmp_path):
         offsets = [ds.id.get_chunk_info(i).byte_offset for i in range(3)]
         assert all(offset % 65536 == 0 for offset in offsets), offsets
         assert ds[2, 0, 0] == 3
+
+
+def test_single_mode_pipeline_says_a_frame_after_its_file(local_dir):
+    """Single+AutoSave: files are written while the next frames are prepared; each
+    frame's ArrayCounter_RBV is posted in order, once its file is complete."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from saver_harness import SaverHarness
+
+    seen: list[tuple[int, bool]] = []
+
+    class Checking(SaverHarness):
+        def post(self, **updates):
+            if "ArrayCounter_RBV" in updates:
+                name = local_dir / f"scan_{updates['ArrayCounter_RBV']:03d}.h5"
+                seen.append((updates["ArrayCounter_RBV"], name.exists()))
+            super().post(**updates)
+
+    frames = [aligned_frame(uid) for uid in range(1, 31)]
+    with Checking(local_dir, FileWriteMode=0, AutoSave=1, FileNumber=1,
+                  AutoIncrement=1) as harness:
+        harness.feed(frames)
+        assert harness.saver.single.direct_files >= 25  # the template path, O_DIRECT
+    assert [n for n, _ in seen] == list(range(1, 31))
+    assert all(exists for _, exists in seen)
+    for frame in (frames[0], frames[17], frames[29]):
+        with h5py.File(local_dir / f"scan_{frame.unique_id:03d}.h5") as f:
+            np.testing.assert_array_equal(f[DATA][()], frame.data)
+            assert f[IDS][()].tolist() == [frame.unique_id]
