@@ -35,11 +35,11 @@ class NDDataType(enum.IntEnum):
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype) -> NDDataType:
-        kind = np.dtype(dtype).newbyteorder("=").str[1:]
-        for member, name in _NUMPY_OF.items():
-            if np.dtype(name).str[1:] == kind:
-                return member
-        raise ValueError(f"no NDDataType for numpy dtype {dtype}")
+        kind = np.dtype(dtype).str[1:]  # (byte order aside: "<u2", ">u2" -> "u2")
+        member = _OF_KIND.get(kind)
+        if member is None:
+            raise ValueError(f"no NDDataType for numpy dtype {dtype}")
+        return member
 
 
 _NUMPY_OF = {
@@ -54,6 +54,7 @@ _NUMPY_OF = {
     NDDataType.Float32: "f4",
     NDDataType.Float64: "f8",
 }
+_OF_KIND = {np.dtype(name).str[1:]: member for member, name in _NUMPY_OF.items()}
 _DTYPES = {member: np.dtype(name).newbyteorder("<") for member, name in _NUMPY_OF.items()}
 
 

@@ -556,7 +556,8 @@ class FileSaver:
             pass
 
     def _ok(self) -> None:
-        self.post(WriteStatus=0, WriteMessage="")
+        if self.params["WriteStatus"] != 0 or self.params["WriteMessage"] != "":
+            self.post(WriteStatus=0, WriteMessage="")  # (unchanged values are not posted)
 
     def _error(self, message: str) -> None:
         message = " ".join(message.split())  # one line
