@@ -9,14 +9,13 @@ readbacks in every mode.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import epics_base
 import h5py
 import numpy as np
 import pytest
-from ioc_harness import wait_for
+from ioc_harness import pyepics, wait_for
 from system_setup import SIZE, W
 
 import ioc
@@ -81,8 +80,6 @@ def test_caput_c_capture_returns_when_the_stream_ends(sem, tmp_path):
 
 
 def test_caput_c_capture_completed_by_capture_0_from_another_client(sem, tmp_path):
-    import epics
-
     stream_to_prime(sem, 0)  # unlimited: only Capture=0 ends it
     put = caput_callback("Capture", "1")
     wait_for(lambda: sem.get("Capture_RBV") == "Capturing", 15)
@@ -90,8 +87,10 @@ def test_caput_c_capture_completed_by_capture_0_from_another_client(sem, tmp_pat
     uids = sem.acquire(3)
     assert_still_waiting(put)
     assert second.poll() is None
-    # pyepics, another client (generous connection time: the machine may be loaded)
-    assert epics.caput(W + "Capture", 0, wait=True, timeout=30, connection_timeout=30) == 1
+    # pyepics, another client (generous connection time: the machine may be loaded), in
+    # a process of its own (see ioc_harness.pyepics)
+    assert pyepics(f"result = epics.caput({W + 'Capture'!r}, 0, wait=True, timeout=30, "
+                   "connection_timeout=30)") == 1
     finished(put, timeout=15)
     finished(second, timeout=15)
     assert sem.get("Capture_RBV") == "Done"
@@ -102,57 +101,68 @@ def test_caput_c_capture_completed_by_capture_0_from_another_client(sem, tmp_pat
 def test_pyepics_put_callback_completed_by_capture_0_while_circuit_busy(sem, tmp_path):
     """libca: a Capture=1 put-callback stays pending while the same circuit goes on with
     other puts and reads (as ophyd and ophyd-async do); a Capture=0 from another client
-    ends the capture and completes the pending put."""
-    import epics
+    ends the capture and completes the pending put.  libca runs in a process of its own
+    (see ioc_harness.pyepics), told by its stdin when to wait for the completion."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
 
     stream_to_prime(sem, 0)
-    outcome: dict = {}
-
-    def in_a_context_of_its_own():
-        # libca's first context in this process was made with an earlier module's ports
-        # (its repeater, its search list): a channel it had to that module's IOC, of the
-        # same name, is searched again only after libca's back-off.  A new context, in a
-        # thread of its own, reads this module's.
-        epics.ca.create_context()
-        try:
-            outcome["uids"] = _capture_put_pending_while_busy(epics, sem)
-        except BaseException as exc:  # noqa: BLE001 - raised in the test's thread
-            outcome["error"] = exc
-        finally:
-            epics.ca.destroy_context()
-
-    worker = threading.Thread(target=in_a_context_of_its_own)
-    worker.start()
-    worker.join(120)
-    assert not worker.is_alive(), "the libca part did not finish"
-    if "error" in outcome:
-        raise outcome["error"]
+    script = textwrap.dedent(f"""
+        import json, sys, threading, time
+        import epics
+        W = {W!r}
+        for suffix in ("Capture", "FlushNow", "NDAttributesMacros", "FileWriteMode_RBV",
+                       "Capture_RBV"):
+            assert epics.get_pv(W + suffix, connect=True, timeout=30).connected, suffix
+        capture = epics.get_pv(W + "Capture")
+        done = {{}}
+        capture.put(1, use_complete=True, callback=lambda **kw: done.setdefault("t", time.time()))
+        t_end = time.monotonic() + 15
+        while epics.caget(W + "Capture_RBV", as_string=True, use_monitor=False) != "Capturing":
+            assert time.monotonic() < t_end, "never capturing"
+            time.sleep(0.05)
+        # the same libca circuit: puts and reads complete while the Capture put is pending,
+        # FlushNow too (pymalcolm flushes while its Capture put is pending)
+        t0 = time.monotonic()
+        checks = [epics.caput(W + "FlushNow", 1, wait=True, timeout=10),
+                  epics.caput(W + "NDAttributesMacros", "X=1", wait=True, timeout=10),
+                  # use_monitor=False: a read, not pyepics' copy of the last monitor update
+                  epics.caget(W + "NDAttributesMacros", as_string=True, use_monitor=False),
+                  epics.caget(W + "FileWriteMode_RBV", as_string=True, use_monitor=False)]
+        print("READY " + json.dumps([checks, time.monotonic() - t0]), flush=True)
+        sys.stdin.readline()  # the test has acquired; it puts Capture=0 now
+        t_end = time.monotonic() + 15
+        while "t" not in done and time.monotonic() < t_end:
+            time.sleep(0.01)
+        print("RESULT " + json.dumps([done.get("t"), capture.put_complete]), flush=True)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ))
+    try:
+        ready = child.stdout.readline()
+        assert ready.startswith("READY "), (ready, child.stderr.read()[-2000:])
+        checks, elapsed = json.loads(ready[len("READY "):])
+        assert checks == [1, 1, "X=1", "Stream"] and elapsed < 10
+        uids = sem.acquire(2)
+        t_stop = time.time()
+        sem.put("Capture", 0)  # caproto's client: another circuit
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        result = child.stdout.readline()
+        assert result.startswith("RESULT "), (result, child.stderr.read()[-2000:])
+        completed_at, put_complete = json.loads(result[len("RESULT "):])
+        assert completed_at is not None, "the Capture=1 put never completed"
+        assert completed_at >= t_stop - 0.05  # not before Capture=0
+        assert put_complete
+    finally:
+        child.kill()
+        child.wait()
     (path,) = tmp_path.glob("*.h5")
-    check_frames(path, outcome["uids"])
-
-
-def _capture_put_pending_while_busy(epics, sem) -> list[int]:
-    for suffix in ("Capture", "FlushNow", "NDAttributesMacros", "FileWriteMode_RBV"):
-        assert epics.get_pv(W + suffix, connect=True, timeout=30).connected  # before timing
-    capture = epics.get_pv(W + "Capture")
-    completed = threading.Event()
-    capture.put(1, use_complete=True, callback=lambda **kw: completed.set())
-    wait_for(lambda: sem.get("Capture_RBV") == "Capturing", 15)
-    # the same libca circuit: puts and reads complete while the Capture put is pending,
-    # FlushNow too (pymalcolm flushes while its Capture put is pending)
-    t0 = time.monotonic()
-    assert epics.caput(W + "FlushNow", 1, wait=True, timeout=10) == 1
-    assert epics.caput(W + "NDAttributesMacros", "X=1", wait=True, timeout=10) == 1
-    # use_monitor=False: a read, not pyepics' copy of the last monitor update
-    assert epics.caget(W + "NDAttributesMacros", as_string=True, use_monitor=False) == "X=1"
-    assert epics.caget(W + "FileWriteMode_RBV", as_string=True, use_monitor=False) == "Stream"
-    assert time.monotonic() - t0 < 10
-    uids = sem.acquire(2)
-    assert not completed.is_set() and not capture.put_complete
-    sem.put("Capture", 0)  # caproto's client: another circuit
-    assert completed.wait(15), "the Capture=1 put never completed"
-    assert capture.put_complete
-    return uids
+    check_frames(path, uids)
 
 
 def test_capture_mode_autosave_put_completes_after_the_file_is_written(sem, tmp_path):
