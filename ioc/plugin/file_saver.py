@@ -582,47 +582,41 @@ class FileSaver:
                 raise SaverError(f"Error opening file: {exc} ({final.name})") from None
             self._post_chunking(frame, options)
             t0 = time.perf_counter()
-            write = self.single.prepare_fast(written, layout, frame, options, str(final),
-                                             exclusive=written != final)
+            write, fast = self.single.prepare(written, layout, frame, options, str(final),
+                                              exclusive=written != final)
             notes = list(getattr(self, "_name_notes", []))
-            if write is not None and done is not None:
+            if fast and done is not None:
                 self.pipeline.submit(write, lambda warnings, error: self._complete_single(
                     warnings, error, written, final, frame.nbytes, t0, notes, done))
                 return None
+            # here, after the files in flight (h5py's file makes the template they use)
             self.pipeline.wait()
-            if write is not None:
-                try:
-                    warnings = write()
-                except Exception as exc:  # noqa: BLE001 - the writer removed what it created
-                    raise SaverError(f"Error writing file: {_cause(exc)} ({final.name})") \
-                        from None
-                self._single_written(written, final, frame.nbytes, t0, list(warnings) + notes)
-                return True  # h5py writes this one (and makes the template) after them
             try:
-                # the writer removes a file it created and could not complete
-                warnings = self.single.write(written, layout, frame, options, str(final),
-                                             exclusive=written != final)
+                warnings, error = write(), None
             except Exception as exc:  # noqa: BLE001 - h5py raises more than OSError
-                raise SaverError(f"Error writing file: {_cause(exc)} ({final.name})") from None
-            self._single_written(written, final, frame.nbytes, t0, list(warnings) + notes)
+                warnings, error = None, exc
+            return self._complete_single(warnings, error, written, final, frame.nbytes, t0,
+                                         notes)
         except SaverError as exc:
             self._error(str(exc))
             return False
-        return True
 
     def _complete_single(self, warnings: list[str] | None, error: BaseException | None,
                          written: Path, final: Path, nbytes: int, t0: float,
-                         notes: list[str], done: Callable[[], None]) -> None:
-        """A Single file the pipeline wrote (or failed to: the writer removed what it
-        created), in order: name it, say so, post the frame's readbacks."""
+                         notes: list[str], done: Callable[[], None] | None = None) -> bool:
+        """A Single file written (or not: the writer removed what it created), in order:
+        name it, say so, then ``done`` (the frame's readbacks).  Whether it was written."""
         try:
             if error is not None:
                 raise SaverError(f"Error writing file: {_cause(error)} ({final.name})")
             self._single_written(written, final, nbytes, t0, list(warnings) + notes)
+            return True
         except SaverError as exc:
             self._error(str(exc))
+            return False
         finally:
-            done()
+            if done is not None:
+                done()
 
     def _single_written(self, written: Path, final: Path, nbytes: int, t0: float,
                         warnings: list[str]) -> None:

@@ -268,11 +268,10 @@ def worker_main(args: argparse.Namespace) -> int:
 
     configure(args.verbose, log.name)  # -v, -vv, -vvv as serve and sim
     from ..sources._malloc import keep_frame_buffers
-    from ..writer import _direct_io, _write_behind
+    from ..writer import _write_behind
 
     keep_frame_buffers()
     _write_behind.set_enabled(not args.keep_page_cache)
-    _direct_io.set_enabled(not args.keep_page_cache)
     try:
         address = parse_address(args.coordinator)
     except ValueError as exc:

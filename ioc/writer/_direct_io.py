@@ -38,24 +38,15 @@ import threading
 
 import numpy as np
 
+from . import _write_behind
 from ._io_thread import DeferredWrites
 
 BLOCK = 4096  # O_DIRECT alignment of file offsets, lengths and memory (covers 512-byte devices)
 MIN_BYTES = 256 * 1024
 LOCAL_FILE_SYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "overlay"})
 
-_enabled = hasattr(os, "O_DIRECT")
 _fs_cache: dict[str, str | None] = {}
 _fs_lock = threading.Lock()
-
-
-def set_enabled(enabled: bool) -> None:
-    global _enabled
-    _enabled = enabled and hasattr(os, "O_DIRECT")
-
-
-def enabled() -> bool:
-    return _enabled
 
 
 def _unescape(field: str) -> str:
@@ -94,7 +85,8 @@ def file_system_type(directory: str) -> str | None:
 
 def wanted(path: os.PathLike | str, chunk_bytes: int) -> bool:
     """Whether chunks of ``chunk_bytes`` of a file at ``path`` should be written directly."""
-    if not _enabled or chunk_bytes < MIN_BYTES:
+    # one switch with the write-behind advice: serve --keep-page-cache turns both off
+    if not hasattr(os, "O_DIRECT") or not _write_behind.enabled() or chunk_bytes < MIN_BYTES:
         return False
     return file_system_type(os.path.dirname(os.path.abspath(path)) or "/") \
         in LOCAL_FILE_SYSTEMS

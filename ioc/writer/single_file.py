@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,32 +91,13 @@ class SingleFileWriter:
                       for a in attrs.values()),
                 destination, len(file_name.encode()))
 
-    def prepare_fast(self, path: Path, layout: Layout, frame: NDArray,
-                     options: WriterOptions, file_name: str, exclusive: bool = False):
-        """The file written from the template as a call to make later (it returns the
-        warnings; another thread may make it, in order), or None when this file needs
-        ``write`` (h5py; it also makes the template).  The call holds ``frame``."""
-        t0 = time.perf_counter()
-        if frame.codec is not None and options.compression == Compression.NONE:
-            frame = decoded(frame)
-        attrs = file_attribute_list(frame) if options.store_attributes else {}
-        key = self.key(layout, options, frame, file_name, attrs)
-        template = self.template
-        if key is None or template is None or template.key != key:
-            return None
+    def prepare(self, path: Path, layout: Layout, frame: NDArray, options: WriterOptions,
+                file_name: str, exclusive: bool = False) -> tuple[Callable[[], list[str]], bool]:
+        """This file's write as a call to make (it returns the writer's warnings), and
+        whether it is the template's: then another thread may make it, in order (the call
+        holds ``frame``); otherwise h5py writes it and makes the template.
 
-        def write() -> list[str]:
-            self._write_fast(path, template, frame, attrs, file_name, t0, exclusive)
-            self.fast_files += 1
-            return template.warnings
-
-        return write
-
-    def write(self, path: Path, layout: Layout, frame: NDArray, options: WriterOptions,
-              file_name: str, exclusive: bool = False) -> list[str]:
-        """Write ``frame`` as a complete file at ``path``; returns the writer's warnings.
-
-        ``exclusive``: never overwrite a file of that name (temporary names).  A file this
+        ``exclusive``: never overwrite a file of that name (temporary names).  A file the
         call created and could not complete is removed before the error is raised."""
         t0 = time.perf_counter()
         if frame.codec is not None and options.compression == Compression.NONE:
@@ -124,23 +106,36 @@ class SingleFileWriter:
         key = self.key(layout, options, frame, file_name, attrs)
         template = self.template
         if key is not None and template is not None and template.key == key:
-            self._write_fast(path, template, frame, attrs, file_name, t0, exclusive)
-            self.fast_files += 1
-            return template.warnings
-        writer = NexusWriter(path, layout, frame, options, file_name=file_name,
-                             exclusive=exclusive)
-        try:
-            writer.write(frame)
-            writer.close()
-        except BaseException:
-            writer.release()
-            _remove(path)  # created by the writer above
-            raise
-        self.slow_files += 1
-        self._last_time = time.perf_counter()
-        self.template = self._make_template(path, key, writer, frame, options, file_name) \
-            if key is not None else None
-        return writer.warnings
+            def fast() -> list[str]:
+                self._write_fast(path, template, frame, attrs, file_name, t0, exclusive)
+                self.fast_files += 1
+                return template.warnings
+
+            return fast, True
+
+        def slow() -> list[str]:
+            writer = NexusWriter(path, layout, frame, options, file_name=file_name,
+                                 exclusive=exclusive)
+            try:
+                writer.write(frame)
+                writer.close()
+            except BaseException:
+                writer.release()
+                _remove(path)  # created by the writer above
+                raise
+            self.slow_files += 1
+            self._last_time = time.perf_counter()
+            self.template = self._make_template(path, key, writer, frame, options, file_name) \
+                if key is not None else None
+            return writer.warnings
+
+        return slow, False
+
+    def write(self, path: Path, layout: Layout, frame: NDArray, options: WriterOptions,
+              file_name: str, exclusive: bool = False) -> list[str]:
+        """Write ``frame`` as a complete file at ``path`` now (see ``prepare``); returns
+        the writer's warnings."""
+        return self.prepare(path, layout, frame, options, file_name, exclusive)[0]()
 
     # -- the template ------------------------------------------------------------
     def _make_template(self, path: Path, key: tuple, writer: NexusWriter, frame: NDArray,

@@ -359,3 +359,24 @@ def test_servers_take_epics_cas_server_port_over_epics_ca_server_port(ca_env, tm
                              "--source", ""], env=bad, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "EPICS_CAS_SERVER_PORT='fifty' is not a port number" in result.stderr
+
+
+def test_boundary_align_put_with_epics_base_caput(sem, tmp_path):
+    """BoundaryAlign/BoundaryThreshold, put with EPICS base's caput: the next file's frames
+    start on multiples of BoundaryAlign (H5Pset_alignment, as ADCore)."""
+    try:
+        for suffix, value in (("BoundaryAlign", "65536"), ("BoundaryThreshold", "1024")):
+            assert epics_base.run("caput", "-w", "10", W + suffix, value).returncode == 0
+            assert epics_base.caget(W + suffix + "_RBV") == value
+        stream_to_prime(sem, 3)
+        sem.put("Capture", 1)
+        uids = sem.acquire(3)
+        wait_for(lambda: sem.get("Capture_RBV") == "Done", 15)
+        (path,) = tmp_path.glob("*.h5")
+        check_frames(path, uids)
+        with h5py.File(path) as f:
+            ds = f["/entry/data/data"]
+            offsets = [ds.id.get_chunk_info(i).byte_offset for i in range(ds.id.get_num_chunks())]
+        assert len(offsets) == 3 and all(offset % 65536 == 0 for offset in offsets), offsets
+    finally:
+        sem.put("BoundaryAlign", 0)
