@@ -31,7 +31,8 @@ import numpy as np
 
 from ..layout.model import Layout, When
 from ..ndarray import NDArray, NDAttrType
-from .nexus import NexusWriter, WriterError, WriterOptions, set_string_attribute
+from .attribute_datasets import set_string_attribute
+from .nexus import NexusWriter, WriterError, WriterOptions
 
 __all__ = ["DURABLE_EVERY", "INDEX_GROUP", "PartIndex", "PartWriter", "clear_swmr_flag", "index_parent",
            "part_name"]

@@ -13,7 +13,7 @@ import numpy as np
 from ..layout.model import Placement, When
 from ..ndarray import ATTRIBUTE_STRING_SIZE, NDAttribute, NDAttrType
 from .extra_dims import ATTRIBUTE_TAIL
-from .nexus import _c_string_type, attribute_array, create_attribute_dataset
+from .attribute_datasets import _c_string_type, attribute_array, create_attribute_dataset
 
 __all__ = ["ScanAttributeDataset"]
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .nexus import WriterError, set_string_attribute
+from .attribute_datasets import set_string_attribute
+from .nexus import WriterError
 from .part import PartIndex, find_index, index_parent
 
 __all__ = ["MASTER_GROUP", "MasterResult", "MasterSource", "Run", "regular_runs",

@@ -18,9 +18,9 @@ from ioc.writer.nexus import (
     FrameMismatch,
     NexusWriter,
     WriterOptions,
-    _AttributeDataset,
     write_single,
 )
+from ioc.writer.attribute_datasets import AttributeDataset
 
 S = NDAttrType.String
 F64 = NDAttrType.Float64
@@ -109,7 +109,7 @@ def test_multi_frame_unlimited_attributes_line_up(tmp_path):
 def test_attribute_values_written_in_batches_line_up_and_flush(tmp_path):
     """Attribute values are kept and written in batches (BATCH frames): across batch
     boundaries every frame's value is in place, and flush() writes what is kept."""
-    n = 2 * _AttributeDataset.BATCH + 7
+    n = 2 * AttributeDataset.BATCH + 7
     frames = frames_with(n, extra={i: {"Note": f"n{i}"} for i in range(1, n + 1)})
     writer = NexusWriter(tmp_path / "b.h5", default_layout(), frames[0],
                          WriterOptions(multi_frame=True, num_capture=0))
@@ -129,6 +129,34 @@ def test_attribute_values_written_in_batches_line_up_and_flush(tmp_path):
         assert nd["Temp"][()].tolist() == [20.0 + i for i in range(1, n + 1)]
         assert [v.decode() for v in nd["Note"][()]] == [f"n{i}" for i in range(1, n + 1)]
         assert f["/entry/data/data"].shape == (n, 4, 5)
+
+
+def test_builtin_values_read_from_frames_and_a_frame_attribute_wins(tmp_path):
+    """The four built-in values are read from each frame (not made as NDAttributes per
+    frame); a frame's own NDAttribute of a built-in's name replaces it for that frame, as
+    ADCore's copy into the plugin's list does; the writer keeps no frame after writing it
+    (a receiver slot would stay taken until close)."""
+    import gc
+    import weakref
+
+    frames = frames_with(5)
+    frames[2].attributes["NDArrayUniqueId"] = attr("NDArrayUniqueId", 999, I32)
+    writer = NexusWriter(tmp_path / "u.h5", default_layout(), frames[0],
+                         WriterOptions(multi_frame=True, num_capture=0))
+    for frame in frames:
+        writer.write(frame)
+    last = weakref.ref(frames[-1].data)
+    del frames[-1], frame
+    gc.collect()
+    assert last() is None
+    writer.close()
+    with h5py.File(tmp_path / "u.h5") as f:
+        nd = f["/entry/instrument/NDAttributes"]
+        assert nd["NDArrayUniqueId"][()].tolist() == [1, 2, 999, 4, 5]
+        assert nd["NDArrayTimeStamp"][()].tolist() == [1001.0 + i for i in range(5)]
+        assert nd["NDArrayEpicsTSSec"][()].tolist() == [11 + i for i in range(5)]
+        assert nd["NDArrayEpicsTSnSec"][()].tolist() == [1000 * (i + 1) for i in range(5)]
+        assert nd["NDArrayEpicsTSSec"].dtype == np.dtype("<u4")
 
 
 def test_multi_frame_bounded_maxshape_and_chunks(tmp_path):
