@@ -42,6 +42,11 @@ def test_bench_quick_runs_and_reports(tmp_path):
         assert "MISLABELLED" not in row.get("note", "")  # pixels checked against their ids
     # the pvAccess rows: the PVA ceiling, end to end against it, compressed frames
     assert summary["pva_ceiling_fps"] >= 10
+    # each end-to-end row against the ceilings measured around it (--quick: one, three times)
+    first, middle, last = summary["pva_ceilings_fps"]
+    assert summary["pva_single_ceiling_fps"] == pytest.approx((first + middle) / 2)
+    assert summary["pva_stream_vs_ceiling"] == pytest.approx(
+        summary["pva_stream_fps"] / ((middle + last) / 2))
     assert summary["pva_single_autosave_fps"] >= 10 and summary["pva_stream_fps"] >= 10
     assert 1.5 < summary["pva_bslz4_ratio"] < 10  # ramp + Poisson noise, bitshuffle/LZ4
     assert {"PVA transport alone (sim -> PVA client)", "end to end over PVA (single)",
