@@ -27,9 +27,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {str(shown).replace('%', '%%')})"
 
 
-# The writer's threads run this much nicer than the receiving ones (see writer/_priority.py).
-WRITER_NICE = 0
-
 VERBOSE_HELP = ("more output: -v the IOC's own progress; -vv also per-PV connections and "
                 "caproto's client and circuit events; -vvv caproto's protocol debugging "
                 "(default: warnings and the start-up summary)")
@@ -93,10 +90,6 @@ EPICS environment:
     p.add_argument("--receiver", choices=("process", "thread"), default="process",
                    help="receive images in a child process, frames in shared memory, or "
                    "in a thread of the IOC process")
-    p.add_argument("--writer-nice", type=int, default=WRITER_NICE, metavar="N",
-                   help="Linux niceness (0-19) of the file writer's threads, below the "
-                   "threads receiving frames: in a burst the backlog waits in the queue, "
-                   "not at the detector's server (0: as the IOC)")
     p.add_argument("--keep-page-cache", action="store_true",
                    help="leave written files in the page cache (default: frames of 256 KiB "
                    "or more go to local disks with O_DIRECT, the rest is written back at "
@@ -302,8 +295,6 @@ examples:
                    "reads timed throughout (default: %(default)s: no flood)")
     p.add_argument("--soak-flood-rate", type=float, default=1000.0, metavar="PUTS_PER_S",
                    help="refused puts per second of --soak-flood")
-    p.add_argument("--writer-nice", type=int, default=None, metavar="N",
-                   help="the writer IOC's serve --writer-nice (default: serve's own default)")
     p.add_argument("--workers", default="", metavar="N,N,...",
                    help="instead: the aggregate end-to-end rate with N writer workers "
                    "(simulator -> pvapy-mirror-server -> workers -> master file) for each N, "

@@ -222,19 +222,20 @@ BUILTIN_DESCRIPTIONS = {
 BUILTIN_NAMES = tuple(BUILTIN_DESCRIPTIONS)
 
 
+# Each built-in's value read from a frame (a plain number) and its type: the writer reads
+# them per frame without making the NDAttributes (``writer._frames``).
+BUILTIN_VALUES = {
+    "NDArrayUniqueId": (lambda frame: int(frame.unique_id), NDAttrType.Int32),
+    "NDArrayTimeStamp": (lambda frame: float(frame.timestamp), NDAttrType.Float64),
+    "NDArrayEpicsTSSec": (lambda frame: int(frame.epics_ts_sec), NDAttrType.UInt32),
+    "NDArrayEpicsTSnSec": (lambda frame: int(frame.epics_ts_nsec), NDAttrType.UInt32),
+}
+
+
 def builtin_attributes(frame: NDArray) -> list[NDAttribute]:
     """The four values NDFileHDF5 adds to every frame (``addDefaultAttributes``)."""
-    d = BUILTIN_DESCRIPTIONS
-    return [
-        NDAttribute("NDArrayUniqueId", int(frame.unique_id), NDAttrType.Int32,
-                    d["NDArrayUniqueId"], "Driver"),
-        NDAttribute("NDArrayTimeStamp", float(frame.timestamp), NDAttrType.Float64,
-                    d["NDArrayTimeStamp"], "Driver"),
-        NDAttribute("NDArrayEpicsTSSec", int(frame.epics_ts_sec), NDAttrType.UInt32,
-                    d["NDArrayEpicsTSSec"], "Driver"),
-        NDAttribute("NDArrayEpicsTSnSec", int(frame.epics_ts_nsec), NDAttrType.UInt32,
-                    d["NDArrayEpicsTSnSec"], "Driver"),
-    ]
+    return [NDAttribute(name, value(frame), dtype, BUILTIN_DESCRIPTIONS[name], "Driver")
+            for name, (value, dtype) in BUILTIN_VALUES.items()]
 
 
 def file_attribute_list(frame: NDArray) -> dict[str, NDAttribute]:

@@ -257,11 +257,10 @@ def serve_main(args: argparse.Namespace) -> int:
 def _build_writer(args: argparse.Namespace) -> tuple:
     """This IOC writes the frames itself: build_ioc, after the process-wide settings."""
     from .sources._malloc import keep_frame_buffers
-    from .writer import _priority, _write_behind
+    from .writer import _write_behind
 
     keep_frame_buffers()
     _write_behind.set_enabled(not args.keep_page_cache)
-    _priority.set_writer_nice(getattr(args, "writer_nice", 0))
     max_memory = int(args.max_memory * 1e6) if getattr(args, "max_memory", None) else None
     return build_ioc(args.prefix, args.source, args.cam, args.layout, args.attributes,
                      args.queue_size, tuple(args.allow_root), args.receiver, args.pva_queue,

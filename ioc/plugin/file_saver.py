@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..layout.model import Layout
 from ..ndarray import NDArray
-from ..writer import _priority, _write_behind
+from ..writer import _write_behind
 from ..writer.nexus import NexusWriter, WriterOptions
 from ..writer.single_file import SingleFileWriter
 from . import memory
@@ -157,7 +157,6 @@ class FileSaver(Commands, SingleMode, CaptureBuffer, StreamFile, MultiFrameFiles
                 self.post(WriteMessage=message[:255])
 
     def _run(self) -> None:
-        _priority.lower_this_thread()  # below the receiving threads (serve --writer-nice)
         while not self._stop:
             try:
                 self._step()

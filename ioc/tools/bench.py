@@ -250,8 +250,6 @@ class Rig:
     writer's source ("ca": image1:, "pva": Pva1:Image); ``sim_args`` more sim options
     (--codec, --noise); ``ca_server`` the simulator's CA server (``SERVER_LABEL``)."""
 
-    serve_args: tuple[str, ...] = ()  # more options of the writer's serve (bench's own)
-
     def __init__(self, work: Path, shape, dtype: str, writer: bool, queue: int = 20,
                  transport: str = "ca", sim_args: tuple[str, ...] = (),
                  ca_server: str = "caproto"):
@@ -268,7 +266,7 @@ class Rig:
         source = PVA_SOURCE if transport == "pva" else PREFIX + "image1:"
         if writer:
             self.writer = IOCProcess(["serve", "--prefix", WRITER, "--source",
-                                      source, "--queue-size", str(queue), *self.serve_args],
+                                      source, "--queue-size", str(queue)],
                                      self.env.server_env(1), logs / "writer.log")
         self.client = Client()
         self.cam = PREFIX + "cam1:"
@@ -791,8 +789,6 @@ def bench_main(args: argparse.Namespace) -> int:
     # JSON document only, so the rows are echoed on stderr
     report = Report(out=sys.stderr if args.json else sys.stdout)
     layout = load_layout(args.layout) if args.layout else default_layout()
-    if getattr(args, "writer_nice", None) is not None:
-        Rig.serve_args = ("--writer-nice", str(args.writer_nice))
     x, y = args.size
     shape = (y, x)
     compression = Compression[args.compression.upper()]

@@ -14,21 +14,10 @@ import h5py
 import numpy as np
 
 from ..layout.model import When
-from ..ndarray import NDArray, NDAttribute, file_attribute_list
+from ..ndarray import BUILTIN_VALUES, NDArray, NDAttribute, file_attribute_list
 from . import _write_behind, codecs
 from .attribute_datasets import AttributeDataset
 from .options import Compression, FrameMismatch, WriterError
-
-# The four values NDFileHDF5 adds to every frame (``ndarray.builtin_attributes``), read
-# from the frame as plain numbers: making their NDAttribute objects for every frame was
-# a tenth of the writer's CPU per frame in a stream (cProfile, 1 Mpixel frames).
-_BUILTIN_VALUES = {
-    "NDArrayUniqueId": lambda frame: int(frame.unique_id),
-    "NDArrayTimeStamp": lambda frame: float(frame.timestamp),
-    "NDArrayEpicsTSSec": lambda frame: int(frame.epics_ts_sec),
-    "NDArrayEpicsTSnSec": lambda frame: int(frame.epics_ts_nsec),
-}
-
 
 class _Stamp:
     """What the close needs of the last frame (its NDAttributes and built-in values),
@@ -56,7 +45,9 @@ class FrameAppending:
         for holder in self._attr_datasets:
             if holder.when is not When.FRAME:
                 continue
-            builtin = _BUILTIN_VALUES.get(holder.name)
+            # the built-in values read from the frame as plain numbers: making their
+            # NDAttribute objects for every frame was a tenth of the writer's CPU per frame
+            builtin = BUILTIN_VALUES.get(holder.name, (None,))[0]
             plain = builtin if builtin is not None and isinstance(holder, AttributeDataset) \
                 and holder.takes_plain_numbers else None
             self._frame_holders.append((holder, holder.name, builtin, plain))
