@@ -74,7 +74,7 @@ class MultiFrameFiles:
                              f"{final.name}); its {frames} frames are in {written.name}") from None
         speed = frames * frame_bytes * 8 / 2**20 / runtime if runtime > 0 else 0.0
         self.post(RunTime=runtime, IOSpeed=speed)
-        warnings = list(writer.warnings) + list(getattr(self, "_name_notes", []))
+        warnings = list(writer.warnings) + list(self._name_notes)
         if warnings:
             self.post(WriteMessage=f"Written with warnings: {warnings[0]}"[:255])
 

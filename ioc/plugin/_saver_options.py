@@ -59,6 +59,33 @@ class _ReadRecorder(Mapping):
         return len(self.params)
 
 
+def build_options(params: Mapping[str, object], multi_frame: bool) -> WriterOptions:
+    """The WriterOptions the plugin's parameters (PV values by suffix) say."""
+    p = params.__getitem__
+    chunks = (p("NumColChunks"), p("NumRowChunks"), *(p(f"ChunkSize{i}") for i in range(2, 10)))
+    num_capture = max(int(p("NumCapture")), 0)
+    # NDFileHDF5::configureDims: the frame axis chunk is NumFramesChunks (at least 1,
+    # at most NumCapture), and NumFramesFlush is raised to it.
+    frames_chunk = max(int(p("NumFramesChunks")), 1)
+    if num_capture > 0:
+        frames_chunk = min(frames_chunk, num_capture)
+    return WriterOptions(
+        multi_frame=multi_frame, num_capture=num_capture,
+        store_attributes=bool(p("StoreAttr")), store_performance=bool(p("StorePerform")),
+        compression=Compression(p("Compression")), zlevel=p("ZLevel"),
+        szip_pixels=p("SZipNumPixels"), blosc_compressor=p("BloscCompressor"),
+        blosc_shuffle=p("BloscShuffle"), blosc_level=p("BloscLevel"),
+        chunk_size_auto=bool(p("ChunkSizeAuto")), chunks=tuple(int(c) for c in chunks),
+        frames_chunks=frames_chunk, fill_value=float(p("FillValue")),
+        boundary_align=int(p("BoundaryAlign")),
+        boundary_threshold=int(p("BoundaryThreshold")),
+        ndattribute_chunk=max(int(p("NDAttributeChunk")), 0),
+        swmr=bool(p("SWMRMode")) and multi_frame,
+        flush_every=max(int(p("NumFramesFlush")), frames_chunk),
+        extra_dims=extra_dims_of(params, multi_frame),
+    )
+
+
 class NamingAndOptions:
     """FileSaver's options, names and layout for the next file (see the module's docstring)."""
 
@@ -72,37 +99,11 @@ class NamingAndOptions:
             if was_multi == multi_frame and values == tuple(map(self.params.__getitem__, names)):
                 return options
         read = _ReadRecorder(self.params)
-        options = self._build_options(read, multi_frame)
+        options = build_options(read, multi_frame)
         names = tuple(read.names)
         self._options_cache = ((multi_frame, names, tuple(map(self.params.__getitem__, names))),
                                options)
         return options
-
-    @staticmethod
-    def _build_options(params: Mapping[str, object], multi_frame: bool) -> WriterOptions:
-        p = params.__getitem__
-        chunks = (p("NumColChunks"), p("NumRowChunks"), *(p(f"ChunkSize{i}") for i in range(2, 10)))
-        num_capture = max(int(p("NumCapture")), 0)
-        # NDFileHDF5::configureDims: the frame axis chunk is NumFramesChunks (at least 1,
-        # at most NumCapture), and NumFramesFlush is raised to it.
-        frames_chunk = max(int(p("NumFramesChunks")), 1)
-        if num_capture > 0:
-            frames_chunk = min(frames_chunk, num_capture)
-        return WriterOptions(
-            multi_frame=multi_frame, num_capture=num_capture,
-            store_attributes=bool(p("StoreAttr")), store_performance=bool(p("StorePerform")),
-            compression=Compression(p("Compression")), zlevel=p("ZLevel"),
-            szip_pixels=p("SZipNumPixels"), blosc_compressor=p("BloscCompressor"),
-            blosc_shuffle=p("BloscShuffle"), blosc_level=p("BloscLevel"),
-            chunk_size_auto=bool(p("ChunkSizeAuto")), chunks=tuple(int(c) for c in chunks),
-            frames_chunks=frames_chunk, fill_value=float(p("FillValue")),
-            boundary_align=int(p("BoundaryAlign")),
-            boundary_threshold=int(p("BoundaryThreshold")),
-            ndattribute_chunk=max(int(p("NDAttributeChunk")), 0),
-            swmr=bool(p("SWMRMode")) and multi_frame,
-            flush_every=max(int(p("NumFramesFlush")), frames_chunk),
-            extra_dims=extra_dims_of(params, multi_frame),
-        )
 
     # -- naming -------------------------------------------------------------------
     def _next_name(self, swmr: bool) -> tuple[Path, Path]:
@@ -145,7 +146,7 @@ class NamingAndOptions:
 
     def _warn_about_name(self, template: str, path: str, name: str, number: int) -> None:
         # (the same for every number of one template: found once, not for every file)
-        cached = getattr(self, "_notes_for", None)
+        cached = self._notes_for
         if cached is not None and cached[0] == (template, path, name):
             notes = cached[1]
         else:

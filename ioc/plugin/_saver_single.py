@@ -38,7 +38,7 @@ class SingleMode:
             t0 = time.perf_counter()
             write, fast = self.single.prepare(written, layout, frame, options, str(final),
                                               exclusive=written != final)
-            notes = list(getattr(self, "_name_notes", []))
+            notes = list(self._name_notes)
             if fast and done is not None:
                 self.pipeline.submit(write, lambda warnings, error: self._complete_single(
                     warnings, error, written, final, frame.nbytes, t0, notes, done))

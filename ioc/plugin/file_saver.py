@@ -91,6 +91,10 @@ class FileSaver(Commands, SingleMode, CaptureBuffer, StreamFile, MultiFrameFiles
         self._stopping = False  # set by stop(): a long Capture buffer write ends early
         self._plugin_attributes: set[str] = set()  # names the attributes file added
         self._warned: set[tuple] = set()  # name warnings already logged
+        # (template, path, name) -> what template_warnings says of it, and the notes of
+        # the name made last (said with its file's "Written with warnings")
+        self._notes_for: tuple[tuple, list[str]] | None = None
+        self._name_notes: list[str] = []
         self.writer: NexusWriter | None = None
         self.paths: tuple[Path, Path] | None = None  # (written, final)
         self.num_captured = 0

@@ -82,9 +82,10 @@ def make_pvproperty(pv: PV) -> pvproperty:
     return pvproperty(**kw)
 
 
-# PVs whose every value must reach clients (ophyd-async counts NumCaptured_RBV; SWMR
+# PVs whose every change must reach clients (ophyd-async counts NumCaptured_RBV; SWMR
 # readers wait for SWMRActive_RBV, which is Active only while a file is written).
 EVERY_VALUE = {"NumCaptured_RBV", "SWMRActive_RBV"}
+_MISSING = object()
 
 
 class PluginBase(PutRules, PVGroup):
@@ -137,16 +138,24 @@ class PluginBase(PutRules, PVGroup):
 
     # -- values from other threads ---------------------------------------------------
     def post(self, **updates: Any) -> None:
-        """Thread-safe: publish values that changed (coalesced, except EVERY_VALUE PVs,
-        whose every value is published).  The saver describes every frame with ~30
-        values; most do not change, and each PV write costs the server loop time."""
+        """Thread-safe: publish values that changed, coalesced to the latest, except
+        EVERY_VALUE PVs, each of whose changes is published in order.  A value equal to
+        the last one is not published again (asyn's callParamCallbacks posts changed
+        parameters only: Single mode's NumCaptured_RBV=1 once, not once a file).  The
+        saver describes every frame with ~30 values; most do not change, and each PV
+        write costs the server loop time."""
+        params = self.params
         with self._post_lock:
             for suffix, value in updates.items():
-                if suffix in self.table:
-                    new = to_param(self.table[suffix], value)
-                    if suffix not in EVERY_VALUE and self.params.get(suffix) == new:
+                old = params.get(suffix, _MISSING)
+                if type(old) is type(value) and old == value:
+                    continue  # (most values come in parameter form: no conversion then)
+                pv = self.table.get(suffix)
+                if pv is not None:
+                    new = to_param(pv, value)
+                    if old == new:
                         continue
-                    self.params[suffix] = new
+                    params[suffix] = new
                 if suffix in EVERY_VALUE:
                     self._sequence.append((suffix, value))
                 else:

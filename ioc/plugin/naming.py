@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -40,43 +41,58 @@ def c_format(template: str, *args: object) -> str:
     (``%d`` for the path) is an error rather than C's undefined behaviour.
     """
     out: list[str] = []
-    position = 0
     remaining = list(args)
-    for match in _CONVERSION.finditer(template):
-        out.append(template[position:match.start()])
-        position = match.end()
-        flags, width, precision, _length, conversion = match.groups()
+    for literal, spec, conversion, text in _parsed(template):
+        out.append(literal)
+        if not conversion:  # the rest of the template
+            break
         if conversion == "%":
             out.append("%")
             continue
-        if width == "*" or precision == "*":
-            raise TemplateError(f"'{match.group(0)}': '*' widths are not supported")
-        for field in (width, precision):
-            if field and int(field) > MAX_FIELD:
-                raise TemplateError(f"'{match.group(0)}': width or precision {int(field)} is "
-                                    f"larger than a file name can be ({MAX_FIELD})")
         if not remaining:
-            raise TemplateError(f"'{match.group(0)}' has no argument (only path, name and "
+            raise TemplateError(f"'{text}' has no argument (only path, name and "
                                 "number are given)")
         arg = remaining.pop(0)
-        spec = "%" + flags + (width or "") + (f".{precision}" if precision else "")
         if conversion in "diouxXc":
             if not isinstance(arg, int):
-                raise TemplateError(f"'{match.group(0)}' needs a number but gets {arg!r}")
+                raise TemplateError(f"'{text}' needs a number but gets {arg!r}")
             conversion = "d" if conversion in "iu" else conversion
             if conversion == "c":
-                arg = _c_char(arg, match.group(0))
+                arg = _c_char(arg, text)
         elif conversion in "eEfFgG":
             if not isinstance(arg, (int, float)):
-                raise TemplateError(f"'{match.group(0)}' needs a number but gets {arg!r}")
+                raise TemplateError(f"'{text}' needs a number but gets {arg!r}")
         elif conversion == "s" and not isinstance(arg, str):
             arg = str(arg)
         try:
             out.append((spec + conversion) % arg)
         except (ValueError, OverflowError, TypeError) as exc:
-            raise TemplateError(f"'{match.group(0)}' cannot format {arg!r}: {exc}") from None
-    out.append(template[position:])
+            raise TemplateError(f"'{text}' cannot format {arg!r}: {exc}") from None
     return "".join(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(template: str) -> tuple[tuple[str, str, str, str], ...]:
+    """The template's conversions, once per template (Single mode names every file):
+    (literal before, Python spec without the conversion, conversion, the text), the
+    rest of the template last (a conversion of "")."""
+    parts = []
+    position = 0
+    for match in _CONVERSION.finditer(template):
+        flags, width, precision, _length, conversion = match.groups()
+        text = match.group(0)
+        if conversion != "%":
+            if width == "*" or precision == "*":
+                raise TemplateError(f"'{text}': '*' widths are not supported")
+            for field in (width, precision):
+                if field and int(field) > MAX_FIELD:
+                    raise TemplateError(f"'{text}': width or precision {int(field)} is "
+                                        f"larger than a file name can be ({MAX_FIELD})")
+        spec = "%" + flags + (width or "") + (f".{precision}" if precision else "")
+        parts.append((template[position:match.start()], spec, conversion, text))
+        position = match.end()
+    parts.append((template[position:], "", "", ""))
+    return tuple(parts)
 
 
 def _c_char(number: int, conversion: str) -> str:

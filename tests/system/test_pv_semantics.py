@@ -319,6 +319,34 @@ def test_swmr_counter_counts_every_flush_and_active_in_every_mode(sem, tmp_path)
     assert len(list(tmp_path.glob("*.h5"))) == 2
 
 
+def test_num_captured_every_change_once(sem, tmp_path):
+    """NumCaptured_RBV as asyn posts it: each change (every frame of a Stream, in order),
+    and an unchanged value not again (Single mode's 1, once however many files)."""
+    seen = []
+    sub = sem.client.pv(W + "NumCaptured_RBV").subscribe(data_type="native")
+
+    def on_value(_sub, response):
+        seen.append(int(response.data[0]))
+
+    sub.add_callback(on_value)  # caproto keeps only a weak reference to it
+    try:
+        wait_for(lambda: seen == [0], 10)  # the current value, on subscribing
+        sem.put("AutoSave", "Yes")
+        sem.acquire(3)
+        assert len(list(tmp_path.glob("*.h5"))) == 3
+        wait_for(lambda: seen == [0, 1], 10)
+        sem.put("AutoSave", "No")
+        stream_to_prime(sem, 5)
+        sem.put("Capture", 1)
+        sem.acquire(5)
+        wait_for(lambda: sem.get("Capture_RBV") == "Done", 15)
+        wait_for(lambda: len(seen) >= 8, 10)
+        time.sleep(0.3)  # (nothing more comes)
+        assert seen == [0, 1, 0, 1, 2, 3, 4, 5]
+    finally:
+        sub.clear()
+
+
 # -- EPICS_CAS_SERVER_PORT ------------------------------------------------------------------
 
 def test_servers_take_epics_cas_server_port_over_epics_ca_server_port(ca_env, tmp_path):

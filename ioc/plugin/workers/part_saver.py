@@ -22,7 +22,8 @@ from ...layout.model import Layout, LayoutError, default_layout, parse_layout
 from ...ndarray import NDArray
 from ...writer.nexus import FrameMismatch, WriterError, WriterOptions
 from ...writer.part import PartWriter
-from ..file_saver import NO_POLICY, FileSaver
+from .._saver_options import build_options
+from ..file_saver import NO_POLICY
 from ..frame_queue import Command, FrameQueue
 from ..naming import PathPolicy, temporary_name
 
@@ -34,7 +35,7 @@ IDLE, ARMED, CAPTURING, STOPPED, FAILED = "idle", "armed", "capturing", "stopped
 def writer_options(params: dict, num_capture: int) -> WriterOptions:
     """WriterOptions from the coordinator's PV values, by the plugin's own rules."""
     values = dict(params, NumCapture=num_capture)
-    return FileSaver._build_options(values, True)
+    return build_options(values, True)
 
 
 def decode_layout(text: str, source: str) -> Layout:
