@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .._thread_names import named
 from ..layout.model import Layout
 from ..ndarray import NDArray
 from ..writer import _write_behind
@@ -114,7 +115,7 @@ class FileSaver(Commands, SingleMode, CaptureBuffer, StreamFile, MultiFrameFiles
 
     # -- thread plumbing -----------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="file-saver", daemon=True)
+        self._thread = threading.Thread(target=named(self._run), name="file-saver", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -19,6 +19,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from .._thread_names import name_this_thread, named
+
 log = logging.getLogger(__name__)
 
 
@@ -49,9 +51,9 @@ class SinglePipeline:
             while len(self._jobs) + self._running >= self.DEPTH:
                 self._cv.wait()
             if self._writers is None:
-                self._writers = ThreadPoolExecutor(self.WRITERS,
-                                                   thread_name_prefix="single-file-write")
-                self._thread = threading.Thread(target=self._run, name="single-files",
+                self._writers = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="single-write",
+                                                   initializer=name_this_thread)
+                self._thread = threading.Thread(target=named(self._run), name="single-files",
                                                 daemon=True)
                 self._thread.start()
             self._jobs.append((self._writers.submit(write), finish))

@@ -35,6 +35,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from .._thread_names import name_this_thread, named
 from ..ndarray import NDArray
 from ._shm import map_shared, new_slot
 from .ca import AttributeSampler, add_attributes
@@ -147,6 +148,7 @@ def _child_main(conn, spec: str, max_slots: int, log_levels: dict[str, int],
     """Entry point of the receiver process."""
     # Ctrl-C reaches the whole process group: the IOC stops us when it stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    name_this_thread("nwi-receiver")  # the process, as top and ps show it
     logging.basicConfig(level=log_levels.pop(""),
                         format="%(asctime)s %(levelname)s receiver %(name)s: %(message)s")
     for name, level in log_levels.items():
@@ -296,7 +298,7 @@ class ProcessImageSource:
         self._conn = ours
         self._sender = _Sender(ours, process.pid)
         self._maps = {}
-        self._reader = threading.Thread(target=self._read, args=(ours, self._generation),
+        self._reader = threading.Thread(target=named(self._read), args=(ours, self._generation),
                                         name="receiver-pipe", daemon=True)
         self._reader.start()
         if self.driver_prefix:  # for latest_unique_id (no answer awaited)

@@ -308,11 +308,14 @@ class Rig:
 
 
 class CPUMeter:
-    """CPU time of named processes over a window, per frame: where the time goes."""
+    """CPU time of named processes over a window, per frame: where the time goes; and of
+    the threads of one of them (``threads_of``), by the names the writer gives them."""
 
-    def __init__(self, **processes):
+    def __init__(self, threads_of: str = "", **processes):
         self.processes = processes  # name -> psutil.Process, or a callable giving a list
+        self.threads_of = threads_of
         self._start: dict[str, float] = {}
+        self._threads: dict[str, float] = {}
 
     def _seconds(self) -> dict[str, float]:
         import psutil
@@ -329,13 +332,41 @@ class CPUMeter:
             out[name] = total
         return out
 
+    def _thread_seconds(self) -> dict[str, float]:
+        import psutil
+
+        process = self.processes.get(self.threads_of)
+        if process is None:
+            return {}
+        out: dict[str, float] = {}
+        try:
+            threads = process.threads()
+        except psutil.Error:
+            return out
+        for t in threads:
+            try:  # (Linux; the writer names its threads, see ioc/_thread_names.py)
+                name = "main" if t.id == process.pid else \
+                    Path(f"/proc/{process.pid}/task/{t.id}/comm").read_text().strip()
+            except OSError:
+                continue
+            out[name] = out.get(name, 0.0) + t.user_time + t.system_time
+        return out
+
     def start(self) -> None:
         self._start = self._seconds()
+        self._threads = self._thread_seconds()
 
     def per_frame(self, frames: int) -> str:
         end = self._seconds()
-        return ", ".join(f"{name} {(end[name] - self._start[name]) / max(frames, 1) * 1e3:.2f}"
+        text = ", ".join(f"{name} {(end[name] - self._start[name]) / max(frames, 1) * 1e3:.2f}"
                          for name in end) + " CPU ms/frame"
+        threads = {name: (seconds - self._threads.get(name, 0.0)) / max(frames, 1) * 1e3
+                   for name, seconds in self._thread_seconds().items()}
+        busy = sorted(((ms, name) for name, ms in threads.items() if ms >= 0.01), reverse=True)
+        if busy:
+            text += f" ({self.threads_of}: " + ", ".join(f"{name} {ms:.2f}"
+                                                          for ms, name in busy) + ")"
+        return text
 
 
 def rate_search(rates, attempt, refine: int = 0) -> float:
@@ -435,7 +466,8 @@ def end_to_end(report: Report, work: Path, shape, dtype, rates, duration, mode: 
         c = rig.client
         process = psutil.Process(rig.writer.proc.pid)
         cpu = CPUMeter(sim=psutil.Process(rig.sim.proc.pid),
-                       receiver=lambda: process.children(recursive=True), ioc=process)
+                       receiver=lambda: process.children(recursive=True), ioc=process,
+                       threads_of="ioc")
         for suffix, value in (("FilePath", str(out)), ("FileName", "bench"),
                               ("FileTemplate", "%s%s_%6.6d.h5"), ("CreateDirectory", -1),
                               ("AutoIncrement", "Yes"), ("EnableCallbacks", "Enable"),

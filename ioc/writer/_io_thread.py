@@ -17,6 +17,8 @@ import collections
 import threading
 from collections.abc import Callable
 
+from .._thread_names import named
+
 
 class DeferredWrites:
     DEPTH = 4
@@ -43,7 +45,7 @@ class DeferredWrites:
                 self._jobs.append((seq, offset, view, keep))
                 self._cv.notify_all()
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread = threading.Thread(target=named(self._run), name=self._name, daemon=True)
                 self._thread.start()
         return seq
 

@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "ioc"
 # Stages in data-path order; a module may import from its own stage and earlier ones.
 STAGES = ["base", "layout", "writer", "plugin", "sources", "tools", "app"]
-BASE = {"__init__", "ndarray", "_resources"}
+BASE = {"__init__", "ndarray", "_resources", "_thread_names"}
 APP = {"server", "serve_summary", "cli", "commands"}
 
 

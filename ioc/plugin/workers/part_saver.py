@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..._thread_names import named
 from ...layout._xml import XMLText
 from ...layout.model import Layout, LayoutError, default_layout, parse_layout
 from ...ndarray import NDArray
@@ -81,7 +82,7 @@ class PartSaver:
 
     # -- plumbing -------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="part-saver", daemon=True)
+        self._thread = threading.Thread(target=named(self._run), name="part-saver", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
