@@ -316,6 +316,7 @@ class CPUMeter:
         self.threads_of = threads_of
         self._start: dict[str, float] = {}
         self._threads: dict[str, float] = {}
+        self._preempted = 0
 
     def _seconds(self) -> dict[str, float]:
         import psutil
@@ -332,40 +333,49 @@ class CPUMeter:
             out[name] = total
         return out
 
-    def _thread_seconds(self) -> dict[str, float]:
+    def _thread_seconds(self) -> tuple[dict[str, float], int]:
+        """CPU seconds of ``threads_of``'s threads by name, and how often its threads were
+        preempted so far (Linux: ``/proc/<pid>/task``)."""
         import psutil
 
         process = self.processes.get(self.threads_of)
-        if process is None:
-            return {}
         out: dict[str, float] = {}
+        preempted = 0
+        if process is None:
+            return out, preempted
         try:
             threads = process.threads()
         except psutil.Error:
-            return out
+            return out, preempted
         for t in threads:
-            try:  # (Linux; the writer names its threads, see ioc/_thread_names.py)
-                name = "main" if t.id == process.pid else \
-                    Path(f"/proc/{process.pid}/task/{t.id}/comm").read_text().strip()
-            except OSError:
+            task = Path(f"/proc/{process.pid}/task/{t.id}")
+            try:  # (the writer names its threads, see ioc/_thread_names.py)
+                name = "main" if t.id == process.pid else (task / "comm").read_text().strip()
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("nonvoluntary_ctxt_switches:"):
+                        preempted += int(line.split()[1])
+            except (OSError, ValueError):
                 continue
             out[name] = out.get(name, 0.0) + t.user_time + t.system_time
-        return out
+        return out, preempted
 
     def start(self) -> None:
         self._start = self._seconds()
-        self._threads = self._thread_seconds()
+        self._threads, self._preempted = self._thread_seconds()
 
     def per_frame(self, frames: int) -> str:
         end = self._seconds()
         text = ", ".join(f"{name} {(end[name] - self._start[name]) / max(frames, 1) * 1e3:.2f}"
                          for name in end) + " CPU ms/frame"
-        threads = {name: (seconds - self._threads.get(name, 0.0)) / max(frames, 1) * 1e3
-                   for name, seconds in self._thread_seconds().items()}
+        seconds, preempted = self._thread_seconds()
+        threads = {name: (value - self._threads.get(name, 0.0)) / max(frames, 1) * 1e3
+                   for name, value in seconds.items()}
         busy = sorted(((ms, name) for name, ms in threads.items() if ms >= 0.01), reverse=True)
         if busy:
-            text += f" ({self.threads_of}: " + ", ".join(f"{name} {ms:.2f}"
-                                                          for ms, name in busy) + ")"
+            # preempted: how often the other processes' threads took a core from the
+            # writer's (each time its Python resumes from cold caches)
+            text += f" ({self.threads_of}: " + ", ".join(f"{name} {ms:.2f}" for ms, name in busy) \
+                + f"; preempted {max(preempted - self._preempted, 0) / max(frames, 1):.1f}/frame)"
         return text
 
 

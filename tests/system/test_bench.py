@@ -43,7 +43,7 @@ def test_bench_quick_runs_and_reports(tmp_path):
     # where the writer's time goes, by the names it gives its threads
     stream = next(row for row in report["rows"] if row["test"] == "end to end (stream)")
     assert "(ioc: " in stream["note"] and "file-saver" in stream["note"], stream["note"]
-    assert "receiver-pipe" in stream["note"], stream["note"]
+    assert "receiver-pipe" in stream["note"] and "/frame)" in stream["note"], stream["note"]
     # the pvAccess rows: the PVA ceiling, end to end against it, compressed frames
     assert summary["pva_ceiling_fps"] >= 10
     # each end-to-end row against the ceilings measured around it (--quick: one, three times)
