@@ -9,6 +9,8 @@ readbacks in every mode.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
 import epics_base
@@ -35,6 +37,23 @@ def stream_to_prime(setup, num_capture: int) -> None:
     setup.acquire(1)  # Stream (LazyOpen=No) opens with the last array received
     setup.put("FileWriteMode", "Stream")
     setup.put("NumCapture", num_capture)
+
+
+@contextlib.contextmanager
+def monitored(setup, suffix: str):
+    """The values a caproto monitor of the writer's PV ``suffix`` receives, as a list that
+    grows while the block runs."""
+    seen: list[int] = []
+    sub = setup.client.pv(W + suffix).subscribe(data_type="native")
+
+    def on_value(_sub, response):
+        seen.append(int(response.data[0]))
+
+    sub.add_callback(on_value)  # caproto keeps only a weak reference to it
+    try:
+        yield seen
+    finally:
+        sub.clear()
 
 
 def caput_callback(pv: str, value: str, *options: str):
@@ -298,14 +317,7 @@ def test_swmr_counter_counts_every_flush_and_active_in_every_mode(sem, tmp_path)
     sem.put("Capture", 0)
     assert sem.get("SWMRActive_RBV") == "Off"
     # Capture mode: the buffer's file is SWMR too, Active while it is written
-    seen = []
-    sub = sem.client.pv(W + "SWMRActive_RBV").subscribe(data_type="native")
-
-    def on_value(_sub, response):
-        seen.append(int(response.data[0]))
-
-    sub.add_callback(on_value)  # caproto keeps only a weak reference to it
-    try:
+    with monitored(sem, "SWMRActive_RBV") as seen:
         wait_for(lambda: seen == [0], 10)  # the current value, on subscribing
         sem.put("FileWriteMode", "Capture")
         sem.put("NumCapture", 2)
@@ -314,37 +326,40 @@ def test_swmr_counter_counts_every_flush_and_active_in_every_mode(sem, tmp_path)
         sem.acquire(2)
         wait_for(lambda: sem.get("Capture_RBV") == "Done", 15)
         wait_for(lambda: seen == [0, 1, 0], 10)
-    finally:
-        sub.clear()
     assert len(list(tmp_path.glob("*.h5"))) == 2
 
 
 def test_num_captured_every_change_once(sem, tmp_path):
     """NumCaptured_RBV as asyn posts it: each change (every frame of a Stream, in order),
-    and an unchanged value not again (Single mode's 1, once however many files)."""
-    seen = []
-    sub = sem.client.pv(W + "NumCaptured_RBV").subscribe(data_type="native")
+    and an unchanged value not again (Single mode's 1, once however many files); seen
+    alike by caproto's monitor and EPICS base's camonitor."""
+    camonitor = epics_base.start("camonitor", "-t", "n", W + "NumCaptured_RBV")
+    printed: list[str] = []
 
-    def on_value(_sub, response):
-        seen.append(int(response.data[0]))
+    def read_camonitor():
+        for line in camonitor.stdout:
+            printed.append(line.split()[-1])
 
-    sub.add_callback(on_value)  # caproto keeps only a weak reference to it
+    threading.Thread(target=read_camonitor, daemon=True).start()
     try:
-        wait_for(lambda: seen == [0], 10)  # the current value, on subscribing
-        sem.put("AutoSave", "Yes")
-        sem.acquire(3)
-        assert len(list(tmp_path.glob("*.h5"))) == 3
-        wait_for(lambda: seen == [0, 1], 10)
-        sem.put("AutoSave", "No")
-        stream_to_prime(sem, 5)
-        sem.put("Capture", 1)
-        sem.acquire(5)
-        wait_for(lambda: sem.get("Capture_RBV") == "Done", 15)
-        wait_for(lambda: len(seen) >= 8, 10)
-        time.sleep(0.3)  # (nothing more comes)
-        assert seen == [0, 1, 0, 1, 2, 3, 4, 5]
+        with monitored(sem, "NumCaptured_RBV") as seen:
+            wait_for(lambda: seen == [0] and printed == ["0"], 15)  # the values on subscribing
+            sem.put("AutoSave", "Yes")
+            sem.acquire(3)
+            assert len(list(tmp_path.glob("*.h5"))) == 3
+            wait_for(lambda: seen == [0, 1], 10)
+            sem.put("AutoSave", "No")
+            stream_to_prime(sem, 5)
+            sem.put("Capture", 1)
+            sem.acquire(5)
+            wait_for(lambda: sem.get("Capture_RBV") == "Done", 15)
+            wait_for(lambda: len(seen) >= 8 and len(printed) >= 8, 10)
+            time.sleep(0.3)  # (nothing more comes)
+            assert seen == [0, 1, 0, 1, 2, 3, 4, 5]
+            assert printed == ["0", "1", "0", "1", "2", "3", "4", "5"]
     finally:
-        sub.clear()
+        camonitor.terminate()
+        camonitor.wait(10)
 
 
 # -- EPICS_CAS_SERVER_PORT ------------------------------------------------------------------
