@@ -169,6 +169,10 @@ class FileSaver(Commands, SingleMode, CaptureBuffer, StreamFile, MultiFrameFiles
                 log.exception("file saver: unexpected error")
 
     def _step(self) -> None:
+        if self.pipeline.in_flight and self.queue.empty:
+            # Single files whose images the disk is writing (AIO): nothing else to do, so
+            # their names and readbacks now (a few ms), not at the next frame
+            self.pipeline.wait()
         item = self.queue.get(timeout=self.IDLE_AFTER)
         if item is None:
             self._idle()

@@ -73,6 +73,11 @@ class FrameQueue:
             return None
 
     @property
+    def empty(self) -> bool:
+        """Nothing queued (no frame, no command)."""
+        return not self._items
+
+    @property
     def frames(self) -> int:
         return self._frames
 

@@ -39,6 +39,7 @@ import threading
 import numpy as np
 
 from . import _write_behind
+from ._aio import AsyncWrites, fallocate
 from ._io_thread import DeferredWrites
 
 BLOCK = 4096  # O_DIRECT alignment of file offsets, lengths and memory (covers 512-byte devices)
@@ -147,23 +148,32 @@ IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 class DirectFile:
     """The file object h5py's ``fileobj`` driver writes one HDF5 file through: large
-    aligned writes with ``O_DIRECT``, the rest through the page cache (see above)."""
+    aligned writes with ``O_DIRECT``, the rest through the page cache (see above).
+
+    A frame's chunk handed over with ``keep`` is written while the next frame is made:
+    with Linux AIO from the writer's thread (``_aio``; the file is then extended ahead of
+    the writes, ``PREALLOCATE`` bytes at a time, and its logical size, HDF5's end of file,
+    kept here), else on a thread of its own (``_io_thread``)."""
+
+    PREALLOCATE = 64 * 2**20
 
     def __init__(self, path: os.PathLike | str, exclusive: bool = False):
         self.path = os.fspath(path)
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
         self.fd: int | None = os.open(self.path, flags, 0o644)
-        self.direct_bytes = 0  # written with O_DIRECT
+        self._direct_bytes = 0  # written with O_DIRECT (synchronously)
         self.buffered_bytes = 0  # written through the page cache
         self._direct_fd: int | None = None
         self._direct_ok = True
         self._released = False
         self._pos = 0
+        self._end = 0  # the logical size: what HDF5 wrote (a new, empty file)
+        self._reserved = 0  # the size on disk, ahead of _end while writes are in flight
         # The owner of the memory of the chunk being written (set by the writer around
         # H5Dwrite_chunk): its write may then finish after write() returns.
         self.keep: object | None = None
         self.last_seq: int | None = None  # sequence number of the last deferred write
-        self._deferred: DeferredWrites | None = None
+        self._deferred: AsyncWrites | DeferredWrites | None = None
 
     # -- the file-object interface the driver uses --------------------------------
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
@@ -200,18 +210,56 @@ class DirectFile:
         if self._released:  # let go of after an error: nothing more reaches the disk
             self._pos += size
             return size
+        end = self._pos + size
         if self._direct_ok and size >= MIN_BYTES and aligned(self._pos, view):
             if self.keep is not None:  # a frame's chunk: written while the next is made
-                if self._deferred is None:
-                    self._deferred = DeferredWrites(self._write_direct)
-                self.last_seq = self._deferred.submit(self._pos, view, self.keep)
+                head = size - size % BLOCK
+                if head < size:  # the last partial block, through the page cache now
+                    self._write_buffered(self._pos + head, view[head:])
+                self.last_seq = self._in_flight().submit(self._pos, view[:head], self.keep)
             else:
                 self._write_direct(self._pos, view)
         else:
-            pwrite_all(self.fd, [view], self._pos)
-            self.buffered_bytes += size
-        self._pos += size
+            self._write_buffered(self._pos, view)
+        self._pos = end
+        self._end = max(self._end, end)
         return size
+
+    def _write_buffered(self, offset: int, view: memoryview) -> None:
+        pwrite_all(self.fd, [view], offset)
+        self.buffered_bytes += view.nbytes
+        self._reserved = max(self._reserved, offset + view.nbytes)
+
+    def _in_flight(self) -> AsyncWrites | DeferredWrites:
+        if self._deferred is None:
+            self._deferred = AsyncWrites.start(self._direct_descriptor(), self._reserve,
+                                               self._write_direct) \
+                or DeferredWrites(self._write_direct)
+        return self._deferred
+
+    def _direct_descriptor(self) -> int:
+        if self._direct_fd is None:
+            self._direct_fd = os.open(self.path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+        return self._direct_fd
+
+    def _reserve(self, end: int) -> None:
+        """The file at least ``end`` bytes long on disk (AIO writes inside it do not wait):
+        ``PREALLOCATE`` more at a time, or just enough when the disk (or a file-size
+        limit) has no more; raises OSError as a write there would."""
+        if end <= self._reserved:
+            return
+        ahead = -(-max(end, self._reserved + self.PREALLOCATE) // BLOCK) * BLOCK
+        try:
+            fallocate(self.fd, self._reserved, ahead - self._reserved)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS):  # (ext2/3): a sparse end
+                os.ftruncate(self.fd, ahead)
+            elif exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                fallocate(self.fd, self._reserved, end - self._reserved)
+                ahead = end
+            else:
+                raise
+        self._reserved = ahead
 
     def _write_direct(self, offset: int, view: memoryview) -> None:
         """Whole blocks with O_DIRECT, the rest (or all, where the file system refuses
@@ -219,19 +267,21 @@ class DirectFile:
         done = 0
         if self._direct_ok:
             try:
-                if self._direct_fd is None:
-                    self._direct_fd = os.open(self.path, os.O_WRONLY | os.O_DIRECT |
-                                              os.O_CLOEXEC)
-                done = write_blocks(self._direct_fd, offset, view)
+                done = write_blocks(self._direct_descriptor(), offset, view)
             except OSError as exc:
                 if not refused(exc):
                     raise
                 self._direct_ok = False  # the file system does not take it
                 done = 0
-            self.direct_bytes += done
+            self._direct_bytes += done
         if done < view.nbytes:
-            pwrite_all(self.fd, [view[done:]], offset + done)
-            self.buffered_bytes += view.nbytes - done
+            self._write_buffered(offset + done, view[done:])
+        self._reserved = max(self._reserved, offset + view.nbytes)
+
+    @property
+    def direct_bytes(self) -> int:
+        """Bytes written with O_DIRECT."""
+        return self._direct_bytes + getattr(self._deferred, "direct_bytes", 0)
 
     # -- writes in flight ----------------------------------------------------------
     @property
@@ -249,16 +299,19 @@ class DirectFile:
             self._deferred.wait()
 
     def truncate(self, size: int | None = None) -> int:
+        """(HDF5 cuts the file to its end of allocation at every flush and at the close:
+        what was allocated ahead goes then.)"""
         size = self._pos if size is None else size
         if not self._released:
             os.ftruncate(self.fd, size)
+            self._end = self._reserved = size
         return size
 
     def flush(self) -> None:
         """(HDF5's flush: the data is with the kernel already.)"""
 
     def _size(self) -> int:
-        return 0 if self._released else os.fstat(self.fd).st_size
+        return 0 if self._released else self._end
 
     # -- ours ---------------------------------------------------------------------
     def fileno(self) -> int | None:

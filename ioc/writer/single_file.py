@@ -14,6 +14,7 @@ a test compares fast and slow files object by object.
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ import numpy as np
 from ..layout.model import Layout
 from ..ndarray import ATTRIBUTE_STRING_SIZE, NDArray, NDAttrType, file_attribute_list
 from . import _direct_io, _write_behind
+from ._aio import fallocate
 from .codecs import decoded
 from .nexus import Compression, NexusWriter, WriterOptions
 
@@ -106,12 +108,7 @@ class SingleFileWriter:
         key = self.key(layout, options, frame, file_name, attrs)
         template = self.template
         if key is not None and template is not None and template.key == key:
-            def fast() -> list[str]:
-                self._write_fast(path, template, frame, attrs, file_name, t0, exclusive)
-                self.fast_files += 1
-                return template.warnings
-
-            return fast, True
+            return _FastWrite(self, path, template, frame, attrs, file_name, t0, exclusive), True
 
         def slow() -> list[str]:
             writer = NexusWriter(path, layout, frame, options, file_name=file_name,
@@ -196,25 +193,15 @@ class SingleFileWriter:
                 if not _direct_io.refused(exc):
                     raise
                 self.direct_io = False  # this file system does not take it
-        template = memoryview(t.data)
-        runs: list[tuple[int, list]] = [(0, [])]
-        position = 0
-        for patch, value in patches:
-            runs[-1][1].append(template[position:patch.offset])
-            if patch is t.image and done:
-                runs.append((patch.offset + done, [value[done:]]))
-            else:
-                runs[-1][1].append(value)
-            position = patch.offset + patch.size
-        runs[-1][1].append(template[position:])
-        for offset, buffers in runs:
+        for offset, buffers in _runs(t, patches, done):
             _direct_io.pwrite_all(fd, buffers, offset)
         if done:
             self.direct_files += 1
         return bool(done)
 
-    def _write_fast(self, path: Path, t: _Template, frame: NDArray, values: dict,
-                    file_name: str, t0: float, exclusive: bool = False) -> None:
+    def _patches(self, t: _Template, frame: NDArray, values: dict, file_name: str,
+                 t0: float) -> list[tuple[_Patch, bytes | memoryview]]:
+        """What this file changes in the template (the image among them), sorted."""
         patches: list[tuple[_Patch, bytes | memoryview]] = []
         image = np.ascontiguousarray(frame.data, dtype=frame.data.dtype.newbyteorder("<"))
         patches.append((t.image, memoryview(image).cast("B")))
@@ -238,8 +225,12 @@ class SingleFileWriter:
                               mbit / (t1 - t0) if t1 > t0 else 0.0], dtype="<f8")
             patches.append((t.performance, row.tobytes()))
         patches.sort(key=lambda p: p[0].offset)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-        fd = os.open(path, flags, 0o644)
+        return patches
+
+    def _write_fast(self, path: Path, t: _Template, frame: NDArray, values: dict,
+                    file_name: str, t0: float, exclusive: bool = False) -> None:
+        patches = self._patches(t, frame, values, file_name, t0)
+        fd = os.open(path, _create_flags(exclusive), 0o644)
         try:
             if not self._write_patched(fd, path, t, patches):
                 _write_behind.file_written(fd)  # (the image is in the page cache)
@@ -249,6 +240,123 @@ class SingleFileWriter:
             raise
         os.close(fd)
         self._last_time = time.perf_counter()
+
+    def _start_fast(self, context, path: Path, t: _Template, frame: NDArray, values: dict,
+                    file_name: str, t0: float, exclusive: bool) -> _FileInFlight | None:
+        """The file written but its image, which the kernel writes with AIO (``context``,
+        see ``_aio``) while the caller goes on: what completes it, or None (nothing done)
+        where the image does not go with O_DIRECT.  The file is allocated first: ext4
+        writes into a hole or past the end synchronously."""
+        if not (self.direct_io and _direct_io.wanted(path, t.image.size)):
+            return None
+        patches = self._patches(t, frame, values, file_name, t0)
+        image = next(value for patch, value in patches if patch is t.image)
+        head = image.nbytes - image.nbytes % _direct_io.BLOCK
+        if not _direct_io.aligned(t.image.offset, image):
+            return None
+        fd = os.open(path, _create_flags(exclusive), 0o644)
+        try:
+            try:
+                fallocate(fd, 0, len(t.data))
+            except OSError as exc:  # (ext2/3 have none: the write then waits, that is all)
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+            for offset, buffers in _runs(t, patches, head):
+                _direct_io.pwrite_all(fd, buffers, offset)
+            _fcntl_direct(fd, True)
+            try:
+                key = context.submit(fd, t.image.offset, image[:head])
+            except OSError as exc:
+                if not _direct_io.refused(exc) and exc.errno != errno.EAGAIN:
+                    raise
+                if exc.errno != errno.EAGAIN:
+                    self.direct_io = False  # this file system does not take it
+                _fcntl_direct(fd, False)
+                _direct_io.pwrite_all(fd, [image[:head]], t.image.offset)
+                key = None
+        except BaseException:
+            os.close(fd)
+            _remove(path)  # created above
+            raise
+        os.close(fd)  # (the kernel holds the file until its write is done)
+        self._last_time = time.perf_counter()
+        self.fast_files += 1
+        if key is not None:
+            self.direct_files += 1
+        return _FileInFlight(key, path, t.image.offset, image[:head], frame, t.warnings)
+
+
+class _FastWrite:
+    """A file from the template (``SingleFileWriter.prepare``): called, it is written now;
+    ``start(context)`` leaves its image to the kernel's AIO and returns what completes it
+    (None where AIO does not apply: then call it)."""
+
+    def __init__(self, writer: SingleFileWriter, path: Path, t: _Template, frame: NDArray,
+                 values: dict, file_name: str, t0: float, exclusive: bool):
+        self.writer = writer
+        self.args = (path, t, frame, values, file_name, t0, exclusive)
+
+    def __call__(self) -> list[str]:
+        self.writer._write_fast(*self.args)
+        self.writer.fast_files += 1
+        return self.args[1].warnings
+
+    def start(self, context) -> _FileInFlight | None:
+        return self.writer._start_fast(context, *self.args)
+
+
+class _FileInFlight:
+    """A Single file whose image the kernel is writing (AIO key ``key``; None: written
+    already).  ``complete(result)`` with the write's result (bytes or -errno): the file's
+    warnings, or the error (the file removed).  ``frame`` owns the image's memory."""
+
+    def __init__(self, key: int | None, path: Path, offset: int, image: memoryview,
+                 frame: NDArray, warnings: list[str]):
+        self.key = key
+        self.path = path
+        self.offset = offset
+        self.image = image
+        self.frame = frame
+        self.warnings = warnings
+
+    def complete(self, result: int | None) -> list[str]:
+        try:
+            if result is not None and result < self.image.nbytes:
+                if result < 0 and not _direct_io.refused(OSError(-result, "")):
+                    raise OSError(-result, os.strerror(-result))
+                done = max(result, 0)  # short, or refused: the rest through the page cache
+                fd = os.open(self.path, os.O_WRONLY)
+                try:
+                    _direct_io.pwrite_all(fd, [self.image[done:]], self.offset + done)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            _remove(self.path)
+            raise
+        finally:
+            self.image = self.frame = None  # (its memory goes back)
+        return self.warnings
+
+
+def _create_flags(exclusive: bool) -> int:
+    return os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+
+
+def _runs(t: _Template, patches: list, done: int) -> list[tuple[int, list]]:
+    """The file's bytes as runs (offset, buffers): the template with ``patches`` in place,
+    but the image's first ``done`` bytes (written with O_DIRECT)."""
+    template = memoryview(t.data)
+    runs: list[tuple[int, list]] = [(0, [])]
+    position = 0
+    for patch, value in patches:
+        runs[-1][1].append(template[position:patch.offset])
+        if patch is t.image and done:
+            runs.append((patch.offset + done, [value[done:]]))
+        else:
+            runs[-1][1].append(value)
+        position = patch.offset + patch.size
+    runs[-1][1].append(template[position:])
+    return runs
 
 
 def _fcntl_direct(fd: int, on: bool) -> None:
