@@ -12,8 +12,9 @@ ArrayCounter_RBV count a frame finds its file complete.  Anything else the write
 command, a frame of another mode, a file that needs h5py) first waits for the files in
 flight (``wait``), so that what it posts comes after theirs.
 
-AIO spares the threads' wake-ups, which on a shared machine cost more than the work: a
-Python thread that has slept resumes from cold caches.
+AIO spares three threads' hand-overs and wake-ups per file (a Python thread that has
+slept resumes from cold caches on a shared machine): the IOC's CPU per Single file at 150
+frames/s went from 2.47-2.58 to 2.22-2.31 ms, measured alternately on the same machine.
 """
 
 from __future__ import annotations
