@@ -30,9 +30,13 @@ import itertools
 import os
 import platform
 
+import numpy as np
+
 # the system call numbers (asm-generic on aarch64)
 _SYSCALLS = {"x86_64": (206, 207, 208, 209), "aarch64": (0, 1, 4, 2)}
 _PWRITE = 1  # IOCB_CMD_PWRITE
+# what a file system answers to an O_DIRECT write it does not take (not a write error)
+REFUSED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
 class _IOCB(ctypes.Structure):
@@ -126,10 +130,9 @@ class Context:
         """Hand the write of ``view`` at ``offset`` to the kernel (``fd`` and ``view``
         as ``O_DIRECT`` wants them; the memory must stay as it is until the write is
         done); its key.  Raises OSError when the kernel refuses it."""
-        import numpy as np  # (the address of read-only memory: ctypes cannot take it)
-
         key = next(self._keys)
         request = _IOCB(data=key, opcode=_PWRITE, fildes=fd,
+                        # (numpy: ctypes cannot take the address of read-only memory)
                         buf=np.frombuffer(view, dtype=np.uint8).ctypes.data,
                         nbytes=view.nbytes, offset=offset)
         pointers = (ctypes.POINTER(_IOCB) * 1)(ctypes.pointer(request))
@@ -219,7 +222,7 @@ class AsyncWrites:
         try:
             key = self._context.submit(self._fd, offset, view)
         except OSError as error:
-            if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.EAGAIN):
+            if error.errno not in REFUSED and error.errno != errno.EAGAIN:
                 self._lose(seq, error)
                 return seq
             try:  # the file system takes no O_DIRECT here, or the kernel no more requests
@@ -242,7 +245,7 @@ class AsyncWrites:
             if result < 0:
                 code = -result
                 error = OSError(code, os.strerror(code))
-                if code not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                if code not in REFUSED:
                     raise error
                 self._write_sync(offset, view)  # refused: through the page cache
             else:

@@ -39,7 +39,7 @@ import threading
 import numpy as np
 
 from . import _write_behind
-from ._aio import AsyncWrites, fallocate
+from ._aio import REFUSED, AsyncWrites, fallocate
 from ._io_thread import DeferredWrites
 
 BLOCK = 4096  # O_DIRECT alignment of file offsets, lengths and memory (covers 512-byte devices)
@@ -120,7 +120,7 @@ def write_blocks(fd: int, offset: int, chunk: memoryview) -> int:
 
 def refused(exc: OSError) -> bool:
     """An O_DIRECT write the file system does not take (not a write error)."""
-    return exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
+    return exc.errno in REFUSED
 
 
 def pwrite_all(fd: int, buffers, offset: int) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from ..layout.model import Layout
 from ..ndarray import ATTRIBUTE_STRING_SIZE, NDArray, NDAttrType, file_attribute_list
 from . import _direct_io, _write_behind
-from ._aio import fallocate
+from ._aio import REFUSED, fallocate
 from .codecs import decoded
 from .nexus import Compression, NexusWriter, WriterOptions
 
@@ -200,11 +200,12 @@ class SingleFileWriter:
         return bool(done)
 
     def _patches(self, t: _Template, frame: NDArray, values: dict, file_name: str,
-                 t0: float) -> list[tuple[_Patch, bytes | memoryview]]:
-        """What this file changes in the template (the image among them), sorted."""
+                 t0: float, image: memoryview | None = None
+                 ) -> list[tuple[_Patch, bytes | memoryview]]:
+        """What this file changes in the template (the image, ``image`` if given, among
+        them), sorted."""
         patches: list[tuple[_Patch, bytes | memoryview]] = []
-        image = np.ascontiguousarray(frame.data, dtype=frame.data.dtype.newbyteorder("<"))
-        patches.append((t.image, memoryview(image).cast("B")))
+        patches.append((t.image, _image_bytes(frame) if image is None else image))
         for name, (patch, dtype) in t.attributes.items():
             attribute = values[name]
             if dtype is NDAttrType.String:
@@ -247,13 +248,12 @@ class SingleFileWriter:
         see ``_aio``) while the caller goes on: what completes it, or None (nothing done)
         where the image does not go with O_DIRECT.  The file is allocated first: ext4
         writes into a hole or past the end synchronously."""
-        if not (self.direct_io and _direct_io.wanted(path, t.image.size)):
+        image = _image_bytes(frame)
+        if not (self.direct_io and _direct_io.wanted(path, t.image.size)
+                and _direct_io.aligned(t.image.offset, image)):
             return None
-        patches = self._patches(t, frame, values, file_name, t0)
-        image = next(value for patch, value in patches if patch is t.image)
+        patches = self._patches(t, frame, values, file_name, t0, image)
         head = image.nbytes - image.nbytes % _direct_io.BLOCK
-        if not _direct_io.aligned(t.image.offset, image):
-            return None
         fd = os.open(path, _create_flags(exclusive), 0o644)
         try:
             try:
@@ -322,7 +322,7 @@ class _FileInFlight:
     def complete(self, result: int | None) -> list[str]:
         try:
             if result is not None and result < self.image.nbytes:
-                if result < 0 and not _direct_io.refused(OSError(-result, "")):
+                if result < 0 and -result not in REFUSED:
                     raise OSError(-result, os.strerror(-result))
                 done = max(result, 0)  # short, or refused: the rest through the page cache
                 fd = os.open(self.path, os.O_WRONLY)
@@ -336,6 +336,13 @@ class _FileInFlight:
         finally:
             self.image = self.frame = None  # (its memory goes back)
         return self.warnings
+
+
+def _image_bytes(frame: NDArray) -> memoryview:
+    """The frame's pixels as the file holds them (little-endian, contiguous): its own
+    memory where they are so already."""
+    image = np.ascontiguousarray(frame.data, dtype=frame.data.dtype.newbyteorder("<"))
+    return memoryview(image).cast("B")
 
 
 def _create_flags(exclusive: bool) -> int:

@@ -3,6 +3,7 @@ taken in and handed on in order, in rounds, with pauses between them."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import threading
 import time
@@ -21,6 +22,24 @@ class Recorder:
 
     def send(self, message):
         self.sent.append(message)
+
+
+@contextlib.contextmanager
+def reading(source: ProcessImageSource, slot: np.ndarray):
+    """``source``'s pipe reader on a thread, its slot 0 being ``slot``; yields the child's
+    end of the pipe (the reader has ended, or was given 5 s, when the block is left)."""
+    source._maps = {0: memoryview(slot.view(np.uint8))}
+    source._sender = Recorder()
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    reader = threading.Thread(target=source._read, args=(ours, source._generation))
+    reader.start()
+    try:
+        yield theirs
+        reader.join(5)
+        assert not reader.is_alive()
+    finally:
+        theirs.close()
+        ours.close()
 
 
 def test_pacing_pauses_longest_for_few_frames_and_shorter_for_many(monkeypatch):
@@ -57,21 +76,11 @@ def test_a_round_hands_on_frames_and_ids_in_order_then_the_status():
     frames = [make_frame(uid, shape=(8, 8), dtype="u2") for uid in (1, 2, 4)]
     slot = np.zeros(8 * 8, dtype="u2")
     slot[:] = np.arange(64)
-    source._maps = {0: memoryview(slot.view(np.uint8))}
-    source._sender = Recorder()
-    ours, theirs = multiprocessing.Pipe(duplex=True)
-    reader = threading.Thread(target=source._read, args=(ours, source._generation))
-    reader.start()
-    try:
+    with reading(source, slot) as theirs:
         for message in (("frame", 0, frame_message(frames[0])), ("frame", 0, frame_message(frames[1])),
                         ("uid", 3), ("frame", 0, frame_message(frames[2])),
                         ("status", {"connected": True}), ("stopped",)):
             theirs.send(message)
-        reader.join(5)
-        assert not reader.is_alive()
-    finally:
-        theirs.close()
-        ours.close()
     assert [e[:2] for e in events] == [("frame", 1), ("frame", 2), ("frame", 3), ("frame", 4),
                                        ("status", {"connected": True}),
                                        ("status", {"connected": False})]  # (ended)
@@ -85,12 +94,7 @@ def test_frames_sent_during_a_pause_are_handed_on_together(monkeypatch):
     handed = []
     source = ProcessImageSource("pva://X", lambda f: handed.append((f.unique_id, time.monotonic())))
     slot = np.zeros(64, dtype="u2")
-    source._maps = {0: memoryview(slot.view(np.uint8))}
-    source._sender = Recorder()
-    ours, theirs = multiprocessing.Pipe(duplex=True)
-    reader = threading.Thread(target=source._read, args=(ours, source._generation))
-    reader.start()
-    try:
+    with reading(source, slot) as theirs:
         theirs.send(("frame", 0, frame_message(make_frame(1, shape=(8, 8), dtype="u2"))))
         deadline = time.monotonic() + 5
         while not handed and time.monotonic() < deadline:
@@ -99,10 +103,6 @@ def test_frames_sent_during_a_pause_are_handed_on_together(monkeypatch):
             theirs.send(("frame", 0, frame_message(make_frame(uid, shape=(8, 8), dtype="u2"))))
             time.sleep(0.1)
         theirs.send(("stopped",))
-        reader.join(5)
-    finally:
-        theirs.close()
-        ours.close()
     assert [uid for uid, _ in handed] == [1, 2, 3]
     assert handed[2][1] - handed[1][1] < 0.05  # together (sent 0.1 s apart)
     assert handed[1][1] - handed[0][1] > 0.3  # after the pause
